@@ -1,0 +1,84 @@
+"""The atomic graph: field names, shapes and units, in one place.
+
+A structure is a torch-geometric :class:`~torch_geometric.data.Data` with these fields (a batch of
+structures adds ``batch`` [N] and ``ptr`` [B+1]):
+
+=================  ==========  ===========  ===============================================
+field              shape       unit         meaning
+=================  ==========  ===========  ===============================================
+``pos``            [N, 3]      Angstrom     Cartesian positions
+``z``              [N]         --           atomic numbers (int64)
+``cell``           [1, 3, 3]   Angstrom     lattice vectors as rows; zeros when not periodic
+``pbc``            [1, 3]      --           periodicity along each lattice vector (bool)
+``edge_index``     [2, E]      --           ``edge_index[0]`` = neighbour j (source),
+                                            ``edge_index[1]`` = centre i (target)
+``edge_cell_shift`` [E, 3]     cell units   integer image of j: r_ij = pos[j] - pos[i] + S @ cell
+``energy``         [1]         eV           total energy
+``forces``         [N, 3]      eV/Angstrom  forces, -dE/dpos
+``stress``         [1, 3, 3]   eV/A^3       stress, (1/V) dE/d(strain)
+=================  ==========  ===========  ===============================================
+
+Cell shifts are kept in integer cell units rather than Angstrom so that edge vectors are a
+differentiable function of both positions and cell: the stress then follows from a strain
+derivative (see :mod:`molfold.models.potential`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from molfold.errors import DataError
+
+POS = "pos"  # [N, 3] Angstrom
+Z = "z"  # [N] atomic numbers
+CELL = "cell"  # [1, 3, 3] Angstrom, lattice vectors as rows
+PBC = "pbc"  # [1, 3] bool
+EDGE_INDEX = "edge_index"  # [2, E]: row 0 neighbour j, row 1 centre i
+EDGE_CELL_SHIFT = "edge_cell_shift"  # [E, 3] integer cell units, stored as the float dtype of pos
+BATCH = "batch"  # [N] index of the structure each atom belongs to
+ENERGY = "energy"  # [1] (batched: [B]) eV
+FORCES = "forces"  # [N, 3] eV/Angstrom
+STRESS = "stress"  # [1, 3, 3] (batched: [B, 3, 3]) eV/Angstrom^3
+ATOMIC_ENERGY = "atomic_energy"  # [N] eV, per-atom energies from a model
+
+
+def edge_vectors(data: Data) -> torch.Tensor:
+    """Vectors r_ij = pos[j] - pos[i] + S_ij @ cell from each centre i to its neighbour j.
+
+    Returns a tensor of shape [E, 3] in Angstrom, differentiable with respect to ``pos`` and
+    ``cell``.
+    """
+    j, i = data[EDGE_INDEX]
+    vectors = data[POS][j] - data[POS][i]
+    shift = data[EDGE_CELL_SHIFT]
+    cell = data[CELL]
+    if cell.shape[0] == 1:
+        return vectors + shift @ cell[0]
+    graph_of_edge = data[BATCH][i]
+    return vectors + torch.einsum("ek,ekl->el", shift, cell[graph_of_edge])
+
+
+def validate_structure(
+    z: np.ndarray, pos: np.ndarray, cell: np.ndarray | None = None, where: str = "structure"
+) -> None:
+    """Raise :class:`DataError` naming ``where`` if shapes or values are unusable.
+
+    ``z`` [N] positive integers, ``pos`` [N, 3] finite, ``cell`` [3, 3] finite when given.
+    """
+    z = np.asarray(z)
+    pos = np.asarray(pos)
+    if z.ndim != 1 or len(z) == 0:
+        raise DataError(f"{where}: atomic numbers must have shape [N] with N > 0, got {z.shape}")
+    if pos.shape != (len(z), 3):
+        raise DataError(f"{where}: positions must have shape [{len(z)}, 3], got {pos.shape}")
+    if not np.issubdtype(z.dtype, np.integer) or z.min() < 1 or z.max() > 118:
+        raise DataError(f"{where}: atomic numbers must be integers in 1..118, got {z[:10]}...")
+    if not np.isfinite(pos).all():
+        bad = np.unique(np.nonzero(~np.isfinite(pos))[0])
+        raise DataError(f"{where}: positions contain NaN or inf at atoms {bad.tolist()[:10]}")
+    if cell is not None:
+        cell = np.asarray(cell)
+        if cell.shape != (3, 3) or not np.isfinite(cell).all():
+            raise DataError(f"{where}: cell must be a finite [3, 3] array, got {cell.tolist()}")

@@ -1,0 +1,122 @@
+"""Radius graphs with periodic cells, through vesin.
+
+:func:`build_graph` turns one structure (numbers, positions, optional cell and periodicity) into an
+atomic graph (see :mod:`molfold.data.graph`) whose edges are every ordered pair (i, j), i != j or
+j a periodic image of i, closer than ``r_max``. vesin handles triclinic cells and cells smaller
+than ``r_max``, where a neighbour appears through several images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import vesin
+from torch_geometric.data import Data
+
+from molfold.data import graph as G
+from molfold.errors import DataError
+
+MIN_DISTANCE = 0.1
+"""Angstrom. Two atoms closer than this are a broken structure, not chemistry."""
+
+
+def neighbor_list(
+    pos: np.ndarray, r_max: float, cell: np.ndarray | None = None, pbc: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ordered pairs closer than ``r_max``.
+
+    Parameters
+    ----------
+    pos : [N, 3] float, Angstrom
+    r_max : cutoff radius, Angstrom
+    cell : [3, 3] lattice vectors as rows, Angstrom (ignored where ``pbc`` is False)
+    pbc : [3] bool, periodicity along each lattice vector
+
+    Returns
+    -------
+    edge_index : [2, E] int64, row 0 the neighbour j, row 1 the centre i
+    cell_shift : [E, 3] int64, so that r_ij = pos[j] - pos[i] + cell_shift @ cell
+    distance : [E] float64, |r_ij| in Angstrom
+    """
+    pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
+    box = np.zeros((3, 3)) if cell is None or not pbc.any() else np.asarray(cell, dtype=np.float64)
+    calculator = vesin.NeighborList(cutoff=float(r_max), full_list=True)
+    i, j, shift, distance = calculator.compute(
+        points=np.asarray(pos, dtype=np.float64), box=box, periodic=pbc.tolist(), quantities="ijSd"
+    )
+    edge_index = np.stack([j, i]).astype(np.int64)
+    return edge_index, shift.astype(np.int64), distance
+
+
+def build_graph(
+    z: np.ndarray,
+    pos: np.ndarray,
+    r_max: float,
+    cell: np.ndarray | None = None,
+    pbc: np.ndarray | None = None,
+    where: str = "structure",
+    **targets: np.ndarray | float,
+) -> Data:
+    """One structure as an atomic graph with its radius graph.
+
+    ``targets`` (``energy`` eV, ``forces`` [N, 3] eV/Angstrom, ``stress`` [3, 3] eV/Angstrom^3, or
+    any other named array) are stored as float64 tensors with a leading graph dimension for
+    graph-level values. Raises :class:`DataError`, naming ``where``, for bad shapes, non-finite
+    values, atoms closer than :data:`MIN_DISTANCE` and atoms with no neighbour inside ``r_max``.
+    """
+    z = np.asarray(z)
+    G.validate_structure(z, pos, cell, where)
+    pbc_array = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
+    cell_array = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    if pbc_array.any() and abs(np.linalg.det(cell_array)) < 1e-6:
+        raise DataError(f"{where}: periodic along {pbc_array.tolist()} but the cell has no volume")
+    edge_index, shift, distance = neighbor_list(pos, r_max, cell_array, pbc_array)
+
+    if len(distance) and distance.min() < MIN_DISTANCE:
+        k = int(distance.argmin())
+        raise DataError(
+            f"{where}: atoms {edge_index[1, k]} and {edge_index[0, k]} are {distance[k]:.3g} A "
+            f"apart (less than {MIN_DISTANCE} A); the structure is broken"
+        )
+    isolated = np.setdiff1d(np.arange(len(z)), edge_index[1])
+    if len(isolated) and len(z) > 1:
+        raise DataError(
+            f"{where}: atoms {isolated.tolist()[:10]} have no neighbour within r_max = {r_max} A"
+        )
+
+    data = Data(
+        z=torch.as_tensor(z, dtype=torch.long),
+        pos=torch.as_tensor(np.asarray(pos), dtype=torch.float64),
+        cell=torch.as_tensor(cell_array, dtype=torch.float64).unsqueeze(0),
+        pbc=torch.as_tensor(pbc_array).unsqueeze(0),
+        edge_index=torch.as_tensor(edge_index),
+        edge_cell_shift=torch.as_tensor(shift, dtype=torch.float64),
+    )
+    for name, value in targets.items():
+        if value is None:
+            continue
+        value = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(value).all():
+            raise DataError(f"{where}: {name} contains NaN or inf")
+        tensor = torch.as_tensor(value)
+        if name == G.FORCES:
+            if tensor.shape != (len(z), 3):
+                raise DataError(f"{where}: forces must have shape [{len(z)}, 3], got {value.shape}")
+        else:
+            tensor = tensor.reshape(1, *tensor.shape)
+        data[name] = tensor
+    return data
+
+
+def atoms_to_graph(atoms, r_max: float, where: str = "structure", **targets) -> Data:
+    """An :class:`ase.Atoms` as an atomic graph (see :func:`build_graph`)."""
+    pbc = atoms.get_pbc()
+    return build_graph(
+        atoms.get_atomic_numbers(),
+        atoms.get_positions(),
+        r_max,
+        cell=np.asarray(atoms.get_cell()) if pbc.any() else None,
+        pbc=pbc,
+        where=where,
+        **targets,
+    )
