@@ -1,0 +1,206 @@
+"""Bring your own data: structures from any file ASE reads (extxyz, ...) and from ASE databases.
+
+Each structure becomes an atomic graph (see :mod:`molfold.data.graph`). Targets are looked up by
+key, in this order, in
+
+1. the results of a calculator attached to the structure (ASE's extxyz reader and ASE databases
+   put ``energy``, ``forces`` and ``stress`` there when they were written from a calculator),
+2. ``atoms.info`` (per-structure values, e.g. ``REF_energy=...`` in an extxyz comment line),
+3. ``atoms.arrays`` (per-atom columns, e.g. ``REF_forces``),
+4. for ASE databases, the row's ``key_value_pairs`` and ``data``.
+
+=========  =================================  ============================  ================
+target     shape in the file                  source unit                   unit after load
+=========  =================================  ============================  ================
+positions  [N, 3]                             ``length_unit``               Angstrom
+cell       [3, 3]                             ``length_unit``               Angstrom
+energy     scalar                             ``energy_unit``               eV
+forces     [N, 3]                             energy_unit / length_unit     eV/Angstrom
+stress     [6] (Voigt xx yy zz yz xz xy),     energy_unit / length_unit^3   eV/Angstrom^3
+           [9] or [3, 3]
+=========  =================================  ============================  ================
+
+Unit factors come from :mod:`ase.units` (CODATA 2014 constants; Mohr, Newell & Taylor, Rev. Mod.
+Phys. 88, 035009 (2016)). Stress keeps ASE's sign convention, (1/V) dE/d(strain).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ase.db
+import ase.io
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.io.formats import string2index
+from ase.stress import voigt_6_to_full_3x3_stress
+from torch_geometric.data import Data
+from tqdm import tqdm
+
+from molfold.data import graph as G
+from molfold.data.neighbors import atoms_to_graph
+from molfold.errors import DataError
+
+ENERGY_UNITS = {
+    "eV": 1.0,
+    "kcal/mol": units.kcal / units.mol,
+    "kJ/mol": units.kJ / units.mol,
+    "Hartree": units.Hartree,
+}
+"""eV per unit of energy."""
+
+LENGTH_UNITS = {"Angstrom": 1.0, "Bohr": units.Bohr, "nm": units.nm}
+"""Angstrom per unit of length."""
+
+DB_SUFFIXES = (".db",)
+"""Files read through :func:`ase.db.connect` (SQLite ASE databases)."""
+
+PROGRESS_MIN_FRAMES = 5000
+"""Show a progress bar when converting at least this many structures to graphs."""
+
+
+def load_ase(
+    path: str | os.PathLike,
+    r_max: float,
+    energy_key: str | None = "energy",
+    forces_key: str | None = "forces",
+    stress_key: str | None = None,
+    index: str | int = ":",
+    energy_unit: str = "eV",
+    length_unit: str = "Angstrom",
+) -> list[Data]:
+    """Structures of an ASE-readable file or ASE database as atomic graphs.
+
+    Parameters
+    ----------
+    path : extxyz (or any format :func:`ase.io.read` guesses from the name) or ``.db`` database
+    r_max : cutoff radius of the radius graph, Angstrom
+    energy_key, forces_key, stress_key : where the targets are stored (see the module docstring);
+        ``None`` skips that target. Every selected structure must have every requested key.
+    index : which structures, in ASE's syntax: ``":"`` all, ``"-1"`` the last, ``"::10"`` ...
+    energy_unit : one of :data:`ENERGY_UNITS`
+    length_unit : one of :data:`LENGTH_UNITS`, for positions, cell, forces and stress
+
+    Returns
+    -------
+    One :class:`~torch_geometric.data.Data` per structure with ``z``, ``pos`` [N, 3] Angstrom,
+    ``cell`` [1, 3, 3], ``pbc`` [1, 3], the radius graph, the requested targets (``energy`` [1]
+    eV, ``forces`` [N, 3] eV/Angstrom, ``stress`` [1, 3, 3] eV/Angstrom^3) and ``frame`` [1]
+    int64, the structure's index in the file.
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; :class:`DataError` naming the file (and the
+    structure) for an unknown unit, an unreadable, corrupt or empty file, a missing key (listing
+    the keys that exist), or bad shapes and values.
+    """
+    path = Path(path)
+    energy_factor = _unit_factor(energy_unit, ENERGY_UNITS, "energy")
+    length_factor = _unit_factor(length_unit, LENGTH_UNITS, "length")
+    if not path.is_file():
+        raise FileNotFoundError(f"structure file {path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+
+    structures = _read(path, index)
+    if not structures:
+        raise DataError(f"{path}: no structures selected by index {index!r}")
+    factors = {
+        G.ENERGY: energy_factor,
+        G.FORCES: energy_factor / length_factor,
+        G.STRESS: energy_factor / length_factor**3,
+    }
+    keys = {G.ENERGY: energy_key, G.FORCES: forces_key, G.STRESS: stress_key}
+    graphs = []
+    for frame, atoms, extra in tqdm(
+        structures, desc=f"graphs of {path.name}", disable=len(structures) < PROGRESS_MIN_FRAMES
+    ):
+        where = f"{path} frame {frame}"
+        targets = {}
+        for name, key in keys.items():
+            if key is not None:
+                value = _lookup(atoms, extra, key, where)
+                if name == G.STRESS:
+                    value = _full_stress(value, key, where)
+                targets[name] = value * factors[name]
+        scaled = Atoms(
+            numbers=atoms.get_atomic_numbers(),
+            positions=atoms.get_positions() * length_factor,
+            cell=np.asarray(atoms.get_cell()) * length_factor,
+            pbc=atoms.get_pbc(),
+        )
+        data = atoms_to_graph(scaled, r_max, where=where, **targets)
+        data.frame = torch.tensor([frame], dtype=torch.long)
+        graphs.append(data)
+    return graphs
+
+
+def _unit_factor(unit: str, table: dict[str, float], kind: str) -> float:
+    """The factor of ``unit`` in ``table``, matching names case-insensitively."""
+    for name, factor in table.items():
+        if unit.lower() == name.lower():
+            return factor
+    raise DataError(f"unknown {kind} unit {unit!r}; known: {list(table)}")
+
+
+def _read(path: Path, index: str | int) -> list[tuple[int, Atoms, dict[str, Any]]]:
+    """(index in the file, structure, extra key-value lookups) of each selected structure."""
+    try:
+        selection = string2index(index) if isinstance(index, str) else index
+    except ValueError as error:
+        raise DataError(f"{path}: bad index {index!r}: {error}") from error
+    # ASE's readers raise many exception types on malformed input (ValueError, IndexError,
+    # KeyError, StopIteration, sqlite3.DatabaseError, ...): report any of them as a DataError.
+    try:
+        if path.suffix.lower() in DB_SUFFIXES:
+            entries = _read_db(path)
+        else:
+            entries = [(atoms, {}) for atoms in ase.io.read(path, index=":")]
+    except Exception as error:
+        raise DataError(
+            f"{path}: cannot read structures (corrupt or unsupported file?): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    if not entries:
+        raise DataError(f"{path}: the file holds no structures")
+    try:
+        frames = np.atleast_1d(np.arange(len(entries))[selection])
+    except IndexError as error:
+        raise DataError(
+            f"{path}: index {index!r} is out of range for {len(entries)} structures"
+        ) from error
+    return [(int(k), *entries[k]) for k in frames]
+
+
+def _read_db(path: Path) -> list[tuple[Atoms, dict[str, Any]]]:
+    """Rows of an ASE database in id order, with their key-value pairs and data for lookups."""
+    entries = []
+    with ase.db.connect(path, type="db", create_indices=False, use_lock_file=False) as db:
+        for row in db.select(sort="id"):
+            entries.append((row.toatoms(), {**row.data, **row.key_value_pairs}))
+    return entries
+
+
+def _lookup(atoms: Atoms, extra: dict[str, Any], key: str, where: str) -> np.ndarray:
+    """The value stored under ``key`` (see the module docstring) as a float64 array."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    for source in (results, atoms.info, atoms.arrays, extra):
+        if key in source:
+            try:
+                return np.asarray(source[key], dtype=np.float64)
+            except (TypeError, ValueError) as error:
+                raise DataError(f"{where}: {key!r} is not numeric: {error}") from error
+    available = sorted(set(results) | set(atoms.info) | set(atoms.arrays) | set(extra))
+    raise DataError(f"{where}: key {key!r} not found; keys present: {available}")
+
+
+def _full_stress(stress: np.ndarray, key: str, where: str) -> np.ndarray:
+    """A stress given as a Voigt 6-vector, 9 values or a 3x3 matrix, as a [3, 3] matrix."""
+    if stress.shape == (6,):
+        return voigt_6_to_full_3x3_stress(stress)
+    if stress.shape in ((9,), (3, 3)):
+        return stress.reshape(3, 3)
+    raise DataError(f"{where}: {key!r} must have 6 (Voigt), 9 or 3x3 values, got {stress.shape}")

@@ -1,0 +1,40 @@
+"""Shared fixtures: float64 context, small structures and tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+
+@pytest.fixture
+def float64():
+    """Run a test with float64 as torch's default dtype, restoring the previous default after."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def ethanol():
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+@pytest.fixture
+def triclinic_cu():
+    """A small, rattled, sheared Cu cell: neighbours appear through several periodic images."""
+    atoms = bulk("Cu", "fcc", a=3.6)
+    cell = np.asarray(atoms.cell) + np.array([[0.0, 0.3, 0.1], [0.2, 0.0, -0.2], [0.1, 0.4, 0.0]])
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms = atoms * (2, 1, 1)
+    atoms.rattle(0.1, seed=2)
+    return atoms
