@@ -95,10 +95,14 @@ def run(name: str, frames: int, stride: int, equilibration: int, seed: int, out:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("molecule", choices=sorted(MOLECULES))
     parser.add_argument("--frames", type=int, default=1500)
-    parser.add_argument("--stride", type=int, default=20, help="MD steps between kept frames (0.5 fs each)")
+    parser.add_argument(
+        "--stride", type=int, default=20, help="MD steps between kept frames (0.5 fs each)"
+    )
     parser.add_argument("--equilibration", type=int, default=2000, help="MD steps discarded first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("data"))

@@ -64,5 +64,8 @@ def assert_equivariant(potential, atoms: Atoms, seed: int = 0, reflections: bool
         for key, value in expected.items():
             error = float(np.abs(out[key] - value).max()) / scale[key]
             errors[f"{key} ({'reflection' if reflect else 'rotation'})"] = error
-            assert error < tol, f"{key} not equivariant under {'reflection' if reflect else 'rotation'}: error {error:.3g}"
+            assert error < tol, (
+                f"{key} not equivariant under {'reflection' if reflect else 'rotation'}: "
+                f"error {error:.3g}"
+            )
     return errors

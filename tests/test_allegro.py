@@ -13,8 +13,14 @@ from molfold.models.potential import Potential
 
 from .equivariance import assert_equivariant, evaluate
 
-SMALL = dict(num_scalar_features=16, num_tensor_features=8, radial_chemical_embed_dim=16,
-             two_body_mlp_hidden=[16], allegro_mlp_hidden=[16], readout_mlp_hidden=[16])
+SMALL = dict(
+    num_scalar_features=16,
+    num_tensor_features=8,
+    radial_chemical_embed_dim=16,
+    two_body_mlp_hidden=[16],
+    allegro_mlp_hidden=[16],
+    readout_mlp_hidden=[16],
+)
 
 
 def make_potential(species, seed=0, **hparams) -> Potential:
@@ -33,7 +39,9 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("hparams", VARIANTS, ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()) or "default")
+@pytest.mark.parametrize(
+    "hparams", VARIANTS, ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()) or "default"
+)
 def test_molecule_equivariance(float64, ethanol, hparams):
     assert_equivariant(make_potential([1, 6, 8], **hparams), ethanol, seed=1)
 

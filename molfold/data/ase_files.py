@@ -123,6 +123,10 @@ def load_ase(
         for name, key in keys.items():
             if key is not None:
                 value = _lookup(atoms, extra, key, where)
+                if name == G.ENERGY and value.size != 1:
+                    raise DataError(
+                        f"{where}: energy {key!r} must be one number, got {value.shape}"
+                    )
                 if name == G.STRESS:
                     value = _full_stress(value, key, where)
                 targets[name] = value * factors[name]

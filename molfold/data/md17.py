@@ -32,7 +32,9 @@ import tempfile
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -263,31 +265,36 @@ def download_md17(name: str, root: str | os.PathLike, revised: bool = False) -> 
         _download(RMD17_URL, archive)
     member_name = f"rmd17/npz_data/rmd17_{name}.npz"
     with tarfile.open(archive, mode="r:bz2") as tar:
-        member = tar.getmember(member_name)
+        try:
+            member = tar.getmember(member_name)
+        except KeyError as error:
+            raise DataError(f"{archive}: no member {member_name}") from error
         if not member.isfile():
             raise DataError(f"{archive}: {member_name} is not a regular file")
         # Only this member's bytes are read, and written to a path chosen here: no path traversal.
         source = tar.extractfile(member)
-        _write_atomically(target, lambda out: out.write(source.read()))
+        _write_atomically(target, lambda out: _copy(source, out))
     return target
 
 
 def _download(url: str, target: Path) -> None:
+    """Stream ``url`` into ``target``, atomically."""
     with urllib.request.urlopen(url, timeout=60) as response:
         _write_atomically(target, lambda out: _copy(response, out))
 
 
-def _copy(source, out, chunk: int = 1 << 20) -> None:
+def _copy(source: BinaryIO, out: BinaryIO, chunk: int = 1 << 20) -> None:
     while block := source.read(chunk):
         out.write(block)
 
 
-def _write_atomically(target: Path, write) -> None:
+def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file next to ``target``, then rename it to ``target``."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             write(out)
+        os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

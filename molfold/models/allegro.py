@@ -172,7 +172,9 @@ class AllegroLayer(nn.Module):
     ) -> torch.Tensor:
         """Environment embedding of each edge's centre, [E, mul, sh.dim]."""
         weighted = self.env_weighter(sh, env_weights) * self.env_sum_factor
-        per_atom = weighted.new_zeros(num_atoms, *weighted.shape[1:]).index_add_(0, centre, weighted)
+        per_atom = weighted.new_zeros(num_atoms, *weighted.shape[1:]).index_add_(
+            0, centre, weighted
+        )
         return per_atom.index_select(0, centre)
 
     def forward(
@@ -235,7 +237,9 @@ class Allegro(nn.Module):
     ) -> None:
         super().__init__()
         if latent_update not in LATENT_UPDATES:
-            raise ValueError(f"latent_update must be one of {LATENT_UPDATES}, got {latent_update!r}")
+            raise ValueError(
+                f"latent_update must be one of {LATENT_UPDATES}, got {latent_update!r}"
+            )
         if num_layers < 1:
             raise ValueError(f"Allegro needs at least one layer, got num_layers={num_layers}")
         if avg_num_neighbors <= 0:
@@ -248,7 +252,7 @@ class Allegro(nn.Module):
 
         sh_irreps = o3.Irreps.spherical_harmonics(l_max, p=-1)
         allowed = (
-            o3.Irreps([(1, (l, p)) for l in range(l_max + 1) for p in (1, -1)])
+            o3.Irreps([(1, (degree, p)) for degree in range(l_max + 1) for p in (1, -1)])
             if parity
             else sh_irreps
         )
@@ -269,7 +273,9 @@ class Allegro(nn.Module):
         )
         self.tensor_embedding_weights = ScalarMLP(num_scalar_features, env_weight_numel)
         self.sh_weighter = WeightedChannels(sh_irreps, num_tensor_features)
-        self.first_projection = ScalarMLP(num_scalar_features, num_scalar_features + env_weight_numel)
+        self.first_projection = ScalarMLP(
+            num_scalar_features, num_scalar_features + env_weight_numel
+        )
 
         # 3. layers
         dense = latent_update == "dense"

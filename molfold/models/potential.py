@@ -55,8 +55,12 @@ class Potential(nn.Module):
         type_of_z[self.species] = torch.arange(len(self.species))
         self.register_buffer("type_of_z", type_of_z, persistent=False)
         dtype = torch.get_default_dtype()
-        self.register_buffer("scales", torch.ones(len(species), dtype=dtype) * torch.as_tensor(scales))
-        self.register_buffer("shifts", torch.zeros(len(species), dtype=dtype) + torch.as_tensor(shifts))
+        self.register_buffer(
+            "scales", torch.ones(len(species), dtype=dtype) * torch.as_tensor(scales)
+        )
+        self.register_buffer(
+            "shifts", torch.zeros(len(species), dtype=dtype) + torch.as_tensor(shifts)
+        )
 
     @property
     def r_max(self) -> float:

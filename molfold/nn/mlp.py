@@ -57,7 +57,9 @@ class ScalarMLP(nn.Sequential):
         self, input_dim: int, output_dim: int, hidden: Sequence[int] = (), activation: str = "silu"
     ) -> None:
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         dims = [input_dim, *hidden, output_dim]
         layers: list[nn.Module] = []
         for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):

@@ -1,0 +1,118 @@
+"""The ``molfold`` command: ``molfold <command> key=value ...``.
+
+Hydra lives here and nowhere else: overrides are composed with the YAML files in ``configs/``
+into a plain dict, which the training and evaluation code take as their only input.
+Commands: ``train`` (configs/train.yaml), ``eval`` (configs/eval.yaml).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from molfold.errors import ConfigError, MolfoldError
+
+USAGE = """usage: molfold <command> [key=value ...]
+
+commands:
+  train   train a potential      molfold train model=allegro data=md17 trainer.max_epochs=10
+  eval    evaluate a checkpoint  molfold eval ckpt=runs/x/checkpoints/best.ckpt data.path=file.npz
+
+Config groups and defaults live in {configs}; `molfold <command> --cfg` prints the composed config.
+"""
+
+
+def config_dir() -> Path:
+    """``configs/`` of a source checkout, or the copy inside an installed wheel."""
+    for candidate in (Path(__file__).parent / "configs", Path(__file__).parents[1] / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise ConfigError("molfold's configs/ folder was not found next to the package")
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    from molfold.data.datamodule import shipped_data
+
+    OmegaConf.register_new_resolver("shipped_data", shipped_data, replace=True)
+
+
+def _trainer_overrides(overrides: list[str], defaults: dict[str, Any]) -> list[str]:
+    """Let ``trainer.<any Trainer argument>=value`` add keys the YAML does not list."""
+    from lightning import Trainer
+
+    allowed = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    result = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("trainer."):
+            name = key.split(".", 2)[1]
+            if name not in allowed:
+                raise ConfigError(f"trainer.{name} is not a Lightning Trainer argument")
+            if name not in defaults and not override.startswith(("+", "~")):
+                override = "+" + override
+        result.append(override)
+    return result
+
+
+def compose(command: str, overrides: list[str]) -> dict[str, Any]:
+    """The composed, resolved config of ``command`` as a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_resolvers()
+    folder = config_dir()
+    if command == "train":
+        defaults = OmegaConf.to_container(OmegaConf.load(folder / "trainer" / "default.yaml"))
+        overrides = _trainer_overrides(overrides, defaults)
+    try:
+        with initialize_config_dir(str(folder), version_base=None):
+            config = hydra_compose(command, overrides=overrides)
+        return OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        message = str(error).split("\n")[0]
+        raise ConfigError(f"bad configuration for `molfold {command}`: {message}") from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(configs=config_dir()))
+        return 0
+    command, overrides = argv[0], argv[1:]
+    if command not in ("train", "eval"):
+        print(f"molfold: unknown command {command!r}\n\n" + USAGE.format(configs=config_dir()))
+        return 2
+    try:
+        if "--cfg" in overrides:
+            import yaml
+
+            config = compose(command, [o for o in overrides if o != "--cfg"])
+            print(yaml.safe_dump(config, sort_keys=False))
+            return 0
+        config = compose(command, overrides)
+        if command == "train":
+            from molfold.train.run import train
+
+            train(config)
+        else:
+            from molfold.train.run import evaluate
+
+            evaluate(config)
+    except MolfoldError as error:
+        print(f"molfold {command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"molfold {command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Figures a user looks at after training: parity plots and learning curves (PNG)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def parity_plot(
+    energy: np.ndarray,
+    energy_ref: np.ndarray,
+    forces: np.ndarray,
+    forces_ref: np.ndarray,
+    path: Path,
+) -> None:
+    """Predicted vs reference energies (meV/atom around the mean) and force components (eV/A)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    offset = energy_ref.mean()
+    panels = [
+        (axes[0], (energy_ref - offset) * 1000, (energy - offset) * 1000, "energy - mean (meV)"),
+        (axes[1], forces_ref.ravel(), forces.ravel(), "force component (eV/A)"),
+    ]
+    for ax, ref, pred, label in panels:
+        lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
+        ax.scatter(ref, pred, s=3, alpha=0.4, color="tab:blue", rasterized=True)
+        mae = np.abs(pred - ref).mean()
+        ax.set(xlabel=f"reference {label}", ylabel=f"predicted {label}", title=f"MAE {mae:.3g}")
+        ax.set_aspect("equal")
+    fig.suptitle("Test set parity")
+    _save(fig, path)
+
+
+def learning_curves(metrics_csv: Path, path: Path) -> None:
+    """Training loss and validation force MAE per epoch from Lightning's ``metrics.csv``."""
+    with open(metrics_csv) as file:
+        rows = list(csv.DictReader(file))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        for key in (
+            "train/loss_epoch",
+            "train/loss",
+            "val/loss",
+            "val/forces_mae",
+            "val/energy_mae",
+        ):
+            if row.get(key) not in (None, "") and row.get("epoch") not in (None, ""):
+                series.setdefault(key, []).append((float(row["epoch"]), float(row[key])))
+    if not series:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, points in series.items():
+        ax = axes[1] if key.endswith("_mae") else axes[0]
+        epochs, values = zip(*points)
+        ax.plot(epochs, values, marker=".", label=key)
+    axes[0].set(xlabel="epoch", ylabel="loss (eV^2 units)", yscale="log", title="loss")
+    axes[1].set(xlabel="epoch", ylabel="MAE (meV, meV/A)", yscale="log", title="validation errors")
+    for ax in axes:
+        ax.legend()
+    _save(fig, path)

@@ -1,0 +1,219 @@
+"""``molfold train`` and ``molfold eval``: from a config dict to a run directory.
+
+A run directory holds::
+
+    config.yaml               the composed config, as run
+    versions.json             molfold, torch, e3nn, lightning versions
+    split.npz                 train/val/test indices into the dataset file
+    checkpoints/best.ckpt     lowest validation loss (EMA weights for inference)
+    checkpoints/last.ckpt     end of the latest epoch (for resume=true)
+    metrics.csv               Lightning CSV log, one row per logging step/epoch
+    tensorboard/              TensorBoard events
+    test_metrics.json         test-set errors of best.ckpt
+    parity.png, learning_curve.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from molfold.errors import ConfigError
+from molfold.train.metrics import format_table
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    import e3nn
+    import lightning
+    import torch_geometric
+
+    import molfold
+
+    return {
+        "molfold": molfold.__version__,
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+        "lightning": lightning.__version__,
+        "torch_geometric": torch_geometric.__version__,
+    }
+
+
+def _run_dir(config: dict[str, Any]) -> Path:
+    if config.get("run_dir"):
+        return Path(config["run_dir"])
+    return Path("runs") / f"{config['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_task(config: dict[str, Any], statistics: dict[str, Any]):
+    """The potential, scaled by training-set statistics, inside its Lightning task."""
+    from molfold.models.registry import build_potential
+    from molfold.train.losses import LossWeights
+    from molfold.train.tasks import PotentialTask
+
+    hparams = {k: v for k, v in config["model"].items() if k != "name"}
+    if hparams.get("avg_num_neighbors", "auto") == "auto":
+        hparams["avg_num_neighbors"] = statistics["avg_num_neighbors"]
+    potential = build_potential(
+        config["model"]["name"],
+        statistics["species"],
+        hparams,
+        scales=statistics["energy_scale"],
+        shifts=statistics["energy_shifts"],
+        dtype=config.get("dtype", "float32"),
+    )
+    loss = config["loss"]
+    try:
+        weights = LossWeights(
+            loss["energy_weight"], loss["forces_weight"], loss.get("stress_weight", 0.0)
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    return PotentialTask(potential, weights, config["optim"], config.get("ema_decay"), statistics)
+
+
+def build_trainer(config: dict[str, Any], run_dir: Path):
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from molfold.train.checkpoint_io import AtomicCheckpointIO
+
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    options = dict(config["trainer"])
+    if config.get("dtype") == "float64":
+        options.setdefault("precision", "64-true")
+    try:
+        return L.Trainer(
+            default_root_dir=run_dir,
+            logger=[
+                CSVLogger(run_dir, name="", version=""),
+                TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+            ],
+            callbacks=[checkpoints, LearningRateMonitor("epoch")],
+            plugins=[AtomicCheckpointIO()],
+            inference_mode=False,  # forces need gradients during validation and test
+            num_sanity_val_steps=0,
+            **options,
+        )
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"bad trainer settings: {error}") from error
+
+
+def train(config: dict[str, Any]) -> dict[str, float]:
+    """Train, test the best checkpoint, write plots and metrics; return the test metrics."""
+    import lightning as L
+
+    from molfold.data.datamodule import AtomicDataModule
+    from molfold.train.plots import learning_curves, parity_plot
+
+    run_dir = _run_dir(config)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists() and not config.get("resume"):
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with resume=true or choose another run_dir"
+        )
+    if config.get("resume") and not last.exists():
+        raise ConfigError(f"resume=true, but {last} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    _write_text(run_dir / "versions.json", json.dumps(_versions(), indent=2))
+
+    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+    datamodule = AtomicDataModule(config["data"], float(config["model"]["r_max"]), run_dir)
+    datamodule.setup()
+    task = build_task(config, datamodule.statistics)
+    trainer = build_trainer(config, run_dir)
+    print(
+        f"molfold train: {len(datamodule.split['train'])} train / {len(datamodule.split['val'])} val / "
+        f"{len(datamodule.split['test'])} test structures from {config['data']['path']}\n"
+        f"run directory: {run_dir}"
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if config.get("resume") else None)
+
+    best = trainer.checkpoint_callback.best_model_path or str(last)
+    trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+    metrics = task.test_metrics
+    print(
+        format_table(
+            metrics, f"Test metrics ({len(datamodule.split['test'])} structures, {Path(best).name})"
+        )
+    )
+    _write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))
+    predictions = {k: torch.cat(v).numpy() for k, v in task.test_predictions.items()}
+    parity_plot(
+        predictions["energy"],
+        predictions["energy_ref"],
+        predictions["forces"],
+        predictions["forces_ref"],
+        run_dir / "parity.png",
+    )
+    if (run_dir / "metrics.csv").exists():
+        learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png")
+    return metrics
+
+
+def _evaluation_indices(config: dict[str, Any], num_structures: int) -> tuple[np.ndarray, str]:
+    from molfold.data.datamodule import load_split
+
+    split = config.get("split", "auto")
+    if split == "all":
+        return np.arange(num_structures), "all structures"
+    if split == "auto":
+        candidate = Path(config["ckpt"]).resolve().parent.parent / "split.npz"
+        if not candidate.exists():
+            return np.arange(num_structures), "all structures"
+        split = candidate
+    return load_split(Path(split), num_structures)["test"], f"test split of {split}"
+
+
+def evaluate(config: dict[str, Any]) -> dict[str, float]:
+    """Metrics of a checkpoint on a dataset file, printed as a table and optionally as JSON."""
+    from torch_geometric.loader import DataLoader
+    from tqdm import tqdm
+
+    from molfold.data.datamodule import load_structures
+    from molfold.models.registry import load_model
+    from molfold.train.metrics import ErrorAccumulator
+
+    potential = load_model(config["ckpt"], device=config.get("device", "cpu"))
+    structures = load_structures(config["data"], potential.r_max)
+    indices, description = _evaluation_indices(config, len(structures))
+    loader = DataLoader(
+        [structures[i] for i in indices], batch_size=int(config.get("batch_size", 32))
+    )
+    errors = ErrorAccumulator()
+    for batch in tqdm(loader, desc="evaluating", unit="batch"):
+        batch = batch.to(config.get("device", "cpu"))
+        errors.add_batch(potential(batch), batch)
+    metrics = errors.compute()
+    print(
+        format_table(
+            metrics,
+            f"{Path(config['ckpt']).name} on {config['data']['path']} ({len(indices)} structures, {description})",
+        )
+    )
+    if config.get("output"):
+        output = Path(config["output"])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _write_text(output, json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,132 @@
+"""`molfold train` / `molfold eval` end to end on a slice of the shipped aspirin data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from molfold.cli import main
+from molfold.models.registry import load_model
+
+from .conftest import DATA
+
+TINY = [
+    f"data.path={DATA / 'aspirin_xtb_500K.npz'}",
+    "data.max_frames=40",
+    "data.n_train=24",
+    "data.n_val=8",
+    "data.batch_size=8",
+    "model.num_scalar_features=16",
+    "model.num_tensor_features=4",
+    "model.radial_chemical_embed_dim=16",
+    "model.two_body_mlp_hidden=[16]",
+    "model.allegro_mlp_hidden=[16]",
+    "model.readout_mlp_hidden=[16]",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    assert main(["train", f"run_dir={run_dir}", *TINY]) == 0
+    return run_dir
+
+
+def test_train_writes_a_complete_run_directory(trained_run, capsys):
+    for name in (
+        "config.yaml",
+        "versions.json",
+        "split.npz",
+        "metrics.csv",
+        "test_metrics.json",
+        "parity.png",
+        "learning_curve.png",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "test_metrics.json").read_text())
+    assert {"energy_mae", "forces_mae", "forces_rmse"} <= set(metrics)
+    assert metrics["forces_rmse"] >= metrics["forces_mae"] > 0
+
+
+def test_split_is_disjoint_and_complete(trained_run):
+    import numpy as np
+
+    split = np.load(trained_run / "split.npz")
+    train, val, test = (set(split[k].tolist()) for k in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (24, 8, 8)
+    assert not (train & val or train & test or val & test)
+    assert train | val | test == set(range(40))
+
+
+def test_checkpoint_loads_without_config_and_in_the_calculator(trained_run, ethanol):
+    from ase.io import read
+
+    from molfold import MolfoldCalculator
+
+    potential = load_model(trained_run / "checkpoints" / "best.ckpt")
+    assert potential.species == [1, 6, 8]
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["molfold"]["hparams"]["num_scalar_features"] == 16
+    atoms = ethanol.copy()
+    atoms.calc = MolfoldCalculator(trained_run / "checkpoints" / "best.ckpt")
+    assert atoms.get_forces().shape == (9, 3)
+    del read
+
+
+def test_eval_reproduces_the_test_metrics(trained_run, tmp_path, capsys):
+    output = tmp_path / "metrics.json"
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    assert (
+        main(
+            [
+                "eval",
+                f"ckpt={ckpt}",
+                f"data.path={DATA / 'aspirin_xtb_500K.npz'}",
+                "data.max_frames=40",
+                f"output={output}",
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "forces_mae" in table and "meV/A" in table
+    evaluated = json.loads(output.read_text())
+    trained = json.loads((trained_run / "test_metrics.json").read_text())
+    for key in ("energy_mae", "forces_mae", "forces_rmse"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-4)
+
+
+def test_existing_run_is_not_overwritten(trained_run, capsys):
+    assert main(["train", f"run_dir={trained_run}", *TINY]) == 2
+    assert "resume=true" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.not_an_argument=1", "not a Lightning Trainer argument"),
+        ("model.no_such_key=3", "no_such_key"),
+        ("model=no_such_model", "no_such_model"),
+        ("data.path=/nonexistent/file.npz", "does not exist"),
+        ("data.n_train=100000", "split asks for"),
+        ("dtype=float16", "dtype"),
+    ],
+)
+def test_bad_configuration_gets_a_clear_error(tmp_path, capsys, override, message):
+    assert main(["train", f"run_dir={tmp_path / 'run'}", *TINY, override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_any_trainer_argument_can_be_set(tmp_path, capsys):
+    assert (
+        main(["train", "--cfg", "trainer.max_time=00:00:01:00", "trainer.precision=64-true"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "max_time: 00:00:01:00" in printed and "precision: 64-true" in printed
