@@ -6,7 +6,8 @@ and adds what every machine-learned potential needs:
 * the map from atomic numbers to the model's type indices, with a clear error for elements the
   model was not trained on;
 * per-species scale and shift, E_i = scale[s_i] * e_i + shift[s_i], fitted from the training set
-  (:func:`molfold.data.statistics.fit_scale_shift`) and stored with the weights;
+  (:func:`molfold.data.statistics.fit_statistics`) and stored with the weights; they and the
+  energies are float64 whatever the model's dtype, as total energies need it for meV accuracy;
 * forces F = -dE/dpos by autograd, and the stress sigma = (1/V) dE/d(strain) for periodic cells,
   from a symmetric-gradient strain applied to positions and cell (Knuth et al., Comput. Phys.
   Commun. 190, 33 (2015)), the convention of ASE.
@@ -54,12 +55,12 @@ class Potential(nn.Module):
         type_of_z = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
         type_of_z[self.species] = torch.arange(len(self.species))
         self.register_buffer("type_of_z", type_of_z, persistent=False)
-        dtype = torch.get_default_dtype()
+        # float64 whatever the model dtype: total energies of ~1e3-1e5 eV need it for meV accuracy
         self.register_buffer(
-            "scales", torch.ones(len(species), dtype=dtype) * torch.as_tensor(scales)
+            "scales", torch.ones(len(species), dtype=torch.float64) * torch.as_tensor(scales)
         )
         self.register_buffer(
-            "shifts", torch.zeros(len(species), dtype=dtype) + torch.as_tensor(shifts)
+            "shifts", torch.zeros(len(species), dtype=torch.float64) + torch.as_tensor(shifts)
         )
 
     @property
@@ -68,7 +69,8 @@ class Potential(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.scales.dtype
+        """Floating-point type of the model's weights and of positions inside it."""
+        return next(self.model.parameters()).dtype
 
     def atom_types(self, z: torch.Tensor) -> torch.Tensor:
         """Type indices [N] of atomic numbers [N]; :class:`UnknownElementError` for the others."""
@@ -118,7 +120,7 @@ class Potential(nn.Module):
         data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(self.dtype)
 
         per_atom = self.model(data, atom_types)
-        atomic_energy = self.scales[atom_types] * per_atom + self.shifts[atom_types]
+        atomic_energy = self.scales[atom_types] * per_atom.double() + self.shifts[atom_types]
         energy = atomic_energy.new_zeros(num_graphs).index_add_(0, batch, atomic_energy)
         out = {G.ENERGY: energy, G.ATOMIC_ENERGY: atomic_energy}
         if compute_forces or compute_stress:

@@ -57,7 +57,7 @@ def build_potential(
         raise ConfigError(f"bad hyperparameters for model {model!r}: {error}") from error
     finally:
         torch.set_default_dtype(previous)
-    potential = Potential(energy_model, species, scales, shifts).to(DTYPES[dtype])
+    potential = Potential(energy_model.to(DTYPES[dtype]), species, scales, shifts)
     potential.config = {"model": model, "hparams": dict(hparams), "dtype": dtype}
     return potential
 

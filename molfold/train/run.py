@@ -143,10 +143,9 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     datamodule.setup()
     task = build_task(config, datamodule.statistics)
     trainer = build_trainer(config, run_dir)
+    sizes = " / ".join(f"{len(datamodule.split[k])} {k}" for k in ("train", "val", "test"))
     print(
-        f"molfold train: {len(datamodule.split['train'])} train / {len(datamodule.split['val'])} val / "
-        f"{len(datamodule.split['test'])} test structures from {config['data']['path']}\n"
-        f"run directory: {run_dir}"
+        f"molfold train: {sizes} structures from {config['data']['path']}\nrun directory: {run_dir}"
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if config.get("resume") else None)
 
@@ -206,12 +205,8 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
         batch = batch.to(config.get("device", "cpu"))
         errors.add_batch(potential(batch), batch)
     metrics = errors.compute()
-    print(
-        format_table(
-            metrics,
-            f"{Path(config['ckpt']).name} on {config['data']['path']} ({len(indices)} structures, {description})",
-        )
-    )
+    source = f"{config['data']['path']} ({len(indices)} structures, {description})"
+    print(format_table(metrics, f"{Path(config['ckpt']).name} on {source}"))
     if config.get("output"):
         output = Path(config["output"])
         output.parent.mkdir(parents=True, exist_ok=True)
