@@ -55,6 +55,7 @@ def build_graph(
     cell: np.ndarray | None = None,
     pbc: np.ndarray | None = None,
     where: str = "structure",
+    allow_isolated: bool = False,
     **targets: np.ndarray | float,
 ) -> Data:
     """One structure as an atomic graph with its radius graph.
@@ -62,7 +63,9 @@ def build_graph(
     ``targets`` (``energy`` eV, ``forces`` [N, 3] eV/Angstrom, ``stress`` [3, 3] eV/Angstrom^3, or
     any other named array) are stored as float64 tensors with a leading graph dimension for
     graph-level values. Raises :class:`DataError`, naming ``where``, for bad shapes, non-finite
-    values, atoms closer than :data:`MIN_DISTANCE` and atoms with no neighbour inside ``r_max``.
+    values, atoms closer than :data:`MIN_DISTANCE` and, unless ``allow_isolated``, atoms with no
+    neighbour inside ``r_max`` (a dissociating atom in a simulation is legitimate; in a training
+    set it is usually an error).
     """
     z = np.asarray(z)
     G.validate_structure(z, pos, cell, where)
@@ -79,7 +82,7 @@ def build_graph(
             f"apart (less than {MIN_DISTANCE} A); the structure is broken"
         )
     isolated = np.setdiff1d(np.arange(len(z)), edge_index[1])
-    if len(isolated) and len(z) > 1:
+    if len(isolated) and len(z) > 1 and not allow_isolated:
         raise DataError(
             f"{where}: atoms {isolated.tolist()[:10]} have no neighbour within r_max = {r_max} A"
         )
@@ -108,7 +111,9 @@ def build_graph(
     return data
 
 
-def atoms_to_graph(atoms, r_max: float, where: str = "structure", **targets) -> Data:
+def atoms_to_graph(
+    atoms, r_max: float, where: str = "structure", allow_isolated: bool = False, **targets
+) -> Data:
     """An :class:`ase.Atoms` as an atomic graph (see :func:`build_graph`)."""
     pbc = atoms.get_pbc()
     return build_graph(
@@ -118,5 +123,6 @@ def atoms_to_graph(atoms, r_max: float, where: str = "structure", **targets) -> 
         cell=np.asarray(atoms.get_cell()) if pbc.any() else None,
         pbc=pbc,
         where=where,
+        allow_isolated=allow_isolated,
         **targets,
     )

@@ -70,7 +70,9 @@ class Potential(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """Floating-point type of the model's weights and of positions inside it."""
-        return next(self.model.parameters()).dtype
+        for tensor in self.model.parameters():
+            return tensor.dtype
+        return torch.get_default_dtype()
 
     def atom_types(self, z: torch.Tensor) -> torch.Tensor:
         """Type indices [N] of atomic numbers [N]; :class:`UnknownElementError` for the others."""
