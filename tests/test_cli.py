@@ -151,3 +151,17 @@ def test_nve_md_with_the_trained_model_conserves_energy(trained_run):
     coarse = nve_energy_error(calculator, atoms, timestep_fs=0.25, steps=100)
     assert fine < 2e-4
     assert 3.0 < coarse / fine < 5.0
+
+
+def test_resume_continues_the_run_and_keeps_its_history(tmp_path):
+    import csv
+
+    run_dir = tmp_path / "run"
+    assert main(["train", f"run_dir={run_dir}", *TINY]) == 0
+    resumed = [o if o != "trainer.max_epochs=1" else "trainer.max_epochs=2" for o in TINY]
+    assert main(["train", f"run_dir={run_dir}", *resumed, "resume=true"]) == 0
+    with open(run_dir / "metrics.csv") as file:
+        epochs = [row["epoch"] for row in csv.DictReader(file) if row.get("val/loss")]
+    assert epochs == ["0", "1"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (1, 6)  # two epochs of 24 / 8 batches

@@ -87,9 +87,10 @@ def build_task(config: dict[str, Any], statistics: dict[str, Any]):
 def build_trainer(config: dict[str, Any], run_dir: Path):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     from molfold.train.checkpoint_io import AtomicCheckpointIO
+    from molfold.train.csv_logger import AppendingCSVLogger
 
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -106,7 +107,7 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
         return L.Trainer(
             default_root_dir=run_dir,
             logger=[
-                CSVLogger(run_dir, name="", version=""),
+                AppendingCSVLogger(run_dir, name="", version=""),
                 TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
             ],
             callbacks=[checkpoints, LearningRateMonitor("epoch")],
