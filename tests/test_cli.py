@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -165,3 +166,46 @@ def test_resume_continues_the_run_and_keeps_its_history(tmp_path):
     assert epochs == ["0", "1"]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 6)  # two epochs of 24 / 8 batches
+
+
+def test_train_on_extxyz_with_custom_keys_and_units(tmp_path):
+    """`data=ase`: frames written as extxyz with REF_ keys in kcal/mol give the same targets."""
+    from ase import Atoms, units
+    from ase.io import write
+
+    from molfold.data.md17 import read_md17
+
+    arrays = read_md17(DATA / "aspirin_xtb_500K.npz")
+    kcal = units.mol / units.kcal  # eV -> kcal/mol
+    frames = []
+    for k in range(40):
+        atoms = Atoms(numbers=arrays["z"], positions=arrays["pos"][k])
+        atoms.info["REF_energy"] = arrays["energy"][k] * kcal
+        atoms.arrays["REF_forces"] = arrays["forces"][k] * kcal
+        frames.append(atoms)
+    path = tmp_path / "aspirin.extxyz"
+    write(path, frames, format="extxyz")
+    run_dir = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith(("data.path", "data.max_frames"))]
+    assert (
+        main(
+            [
+                "train",
+                f"run_dir={run_dir}",
+                "data=ase",
+                f"data.path={path}",
+                "data.energy_key=REF_energy",
+                "data.forces_key=REF_forces",
+                "data.energy_unit=kcal/mol",
+                *overrides,
+            ]
+        )
+        == 0
+    )
+    statistics = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["molfold"][
+        "statistics"
+    ]
+    assert statistics["species"] == [1, 6, 8]
+    train = np.load(run_dir / "split.npz")["train"]
+    expected_rms = np.sqrt(np.mean(arrays["forces"][train] ** 2))
+    assert statistics["energy_scale"] == pytest.approx(expected_rms, rel=1e-6)

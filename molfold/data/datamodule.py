@@ -58,6 +58,8 @@ def load_structures(data_config: dict[str, Any], r_max: float) -> list[Data]:
             energy_unit=data_config.get("energy_unit", "eV"),
             length_unit=data_config.get("length_unit", "Angstrom"),
         )
+        if data_config.get("max_frames"):
+            graphs = graphs[: int(data_config["max_frames"])]
     else:
         raise ConfigError(f"unknown data.format {fmt!r}; use 'md17' or 'ase'")
     if not graphs:

@@ -106,7 +106,7 @@ class Potential(nn.Module):
         data[G.BATCH] = batch
 
         pos = data[G.POS].to(self.dtype)
-        if compute_forces and not pos.requires_grad:
+        if (compute_forces or compute_stress) and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         cell = data[G.CELL].to(self.dtype).view(-1, 3, 3)
         inputs = [pos]

@@ -32,15 +32,24 @@ def parity_plot(
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     offset = energy_ref.mean()
     panels = [
-        (axes[0], (energy_ref - offset) * 1000, (energy - offset) * 1000, "energy - mean (meV)"),
-        (axes[1], forces_ref.ravel(), forces.ravel(), "force component (eV/A)"),
+        (
+            axes[0],
+            (energy_ref - offset) * 1000,
+            (energy - offset) * 1000,
+            "energy - mean (meV)",
+            1.0,
+            "meV",
+        ),
+        (axes[1], forces_ref.ravel(), forces.ravel(), "force component (eV/A)", 1000.0, "meV/A"),
     ]
-    for ax, ref, pred, label in panels:
+    for ax, ref, pred, label, to_mev, unit in panels:
         lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         ax.scatter(ref, pred, s=3, alpha=0.4, color="tab:blue", rasterized=True)
-        mae = np.abs(pred - ref).mean()
-        ax.set(xlabel=f"reference {label}", ylabel=f"predicted {label}", title=f"MAE {mae:.3g}")
+        mae = np.abs(pred - ref).mean() * to_mev
+        ax.set(
+            xlabel=f"reference {label}", ylabel=f"predicted {label}", title=f"MAE {mae:.3g} {unit}"
+        )
         ax.set_aspect("equal")
     fig.suptitle("Test set parity")
     _save(fig, path)
