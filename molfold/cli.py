@@ -40,8 +40,8 @@ def _register_resolvers() -> None:
     OmegaConf.register_new_resolver("shipped_data", shipped_data, replace=True)
 
 
-def _trainer_overrides(overrides: list[str], defaults: dict[str, Any]) -> list[str]:
-    """Let ``trainer.<any Trainer argument>=value`` add keys the YAML does not list."""
+def _trainer_overrides(overrides: list[str]) -> list[str]:
+    """Let ``trainer.<any Trainer argument>=value`` set keys whether the YAML lists them or not."""
     from lightning import Trainer
 
     allowed = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
@@ -52,8 +52,8 @@ def _trainer_overrides(overrides: list[str], defaults: dict[str, Any]) -> list[s
             name = key.split(".", 2)[1]
             if name not in allowed:
                 raise ConfigError(f"trainer.{name} is not a Lightning Trainer argument")
-            if name not in defaults and not override.startswith(("+", "~")):
-                override = "+" + override
+            if not override.startswith(("+", "~")):
+                override = "++" + override  # Hydra: add the key, or override it if present
         result.append(override)
     return result
 
@@ -69,8 +69,7 @@ def compose(command: str, overrides: list[str]) -> dict[str, Any]:
     _register_resolvers()
     folder = config_dir()
     if command == "train":
-        defaults = OmegaConf.to_container(OmegaConf.load(folder / "trainer" / "default.yaml"))
-        overrides = _trainer_overrides(overrides, defaults)
+        overrides = _trainer_overrides(overrides)
     try:
         with initialize_config_dir(str(folder), version_base=None):
             config = hydra_compose(command, overrides=overrides)

@@ -15,8 +15,14 @@ import pytest
 @pytest.mark.slow
 def test_main_job_trains_allegro_on_the_shipped_aspirin_set(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "molfold.cli", "train", f"run_dir={tmp_path}",
-         "trainer.enable_progress_bar=false"],
+        [
+            sys.executable,
+            "-m",
+            "molfold.cli",
+            "train",
+            f"run_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ],
         capture_output=True,
         text=True,
         timeout=3600,

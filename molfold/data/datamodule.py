@@ -4,16 +4,29 @@ Splits follow the MD17 tradition: ``n_train`` and ``n_val`` structures drawn at 
 ``split_seed``, the rest (or ``n_test`` of them) for testing. The split is written to
 ``<run_dir>/split.npz`` (indices into the dataset file) and reused when that file exists, so a
 resumed or re-evaluated run keeps its test set.
+
+With several processes (DDP), only the primary process (global rank 0) draws the split and fits
+the training-set statistics; it writes them to ``split.npz`` and ``statistics.json``, and every
+other process waits for and reads those files, so all ranks train with the same numbers.
+Batches are sharded without duplicates: training uses one seeded permutation per epoch, of which
+rank r takes every world_size-th structure (so a run on k processes with batch b sees the same
+global batches as one process with batch k*b); validation and test structures are dealt out the
+same way with no padding, and metrics are summed across ranks, so no structure counts twice.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
+from torch.utils.data import Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
@@ -105,6 +118,72 @@ def load_split(path: Path, num_structures: int) -> dict[str, np.ndarray]:
     return split
 
 
+def is_primary_process() -> bool:
+    """True in the process of global rank 0 (or when not distributed).
+
+    Read from the variables that Lightning's launcher, torchrun and SLURM set, so it works before
+    the process group exists.
+    """
+    for variable in ("RANK", "SLURM_PROCID"):
+        if variable in os.environ:
+            return int(os.environ[variable]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def wait_for(path: Path, timeout_s: float = 1800.0) -> None:
+    """Block until the primary process has written ``path``."""
+    start = time.monotonic()
+    while not path.exists():
+        if time.monotonic() - start > timeout_s:
+            raise DataError(f"waited {timeout_s:.0f} s for rank 0 to write {path}")
+        time.sleep(0.5)
+
+
+def _write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """Rank ``rank``'s share of a seeded permutation of ``size`` items, new each epoch.
+
+    The permutation depends only on ``seed`` and the epoch (set by Lightning through
+    :meth:`set_epoch`), so a resumed run or a run on another number of processes sees the same
+    global order. The last incomplete round is dropped only when ``size`` is not a multiple of
+    ``world_size`` (at most world_size - 1 structures per epoch).
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        usable = self.size - self.size % self.world_size
+        return iter(order[self.rank : usable : self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.size // self.world_size
+
+
+class ShardSampler(Sampler[int]):
+    """Items rank, rank + world_size, ...: every item on exactly one rank, no padding."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, size, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class AtomicDataModule(L.LightningDataModule):
     """Loads a dataset file, splits it, and serves batches of atomic graphs.
 
@@ -112,12 +191,16 @@ class AtomicDataModule(L.LightningDataModule):
     ----------
     data_config : the ``data`` config group (format, path, split sizes, batch sizes, keys)
     r_max : cutoff radius of the model, Angstrom
-    run_dir : where ``split.npz`` is written or read
+    run_dir : where ``split.npz`` and ``statistics.json`` are written or read
+    seed : seed of the training order
     """
 
-    def __init__(self, data_config: dict[str, Any], r_max: float, run_dir: str | Path) -> None:
+    def __init__(
+        self, data_config: dict[str, Any], r_max: float, run_dir: str | Path, seed: int = 0
+    ) -> None:
         super().__init__()
         self.config = dict(data_config)
+        self.seed = seed
         self.r_max = r_max
         self.run_dir = Path(run_dir)
         self.structures: list[Data] | None = None
@@ -129,19 +212,25 @@ class AtomicDataModule(L.LightningDataModule):
             return
         self.structures = load_structures(self.config, self.r_max)
         split_file = self.run_dir / "split.npz"
-        if split_file.exists():
-            self.split = load_split(split_file, len(self.structures))
-        else:
-            self.split = random_split(
+        statistics_file = self.run_dir / "statistics.json"
+        primary = is_primary_process()
+        if not split_file.exists() and primary:
+            split = random_split(
                 len(self.structures),
                 int(self.config["n_train"]),
                 int(self.config["n_val"]),
                 self.config.get("n_test"),
                 int(self.config.get("split_seed", 0)),
             )
-            save_split(self.split, split_file)
-        train = self.subset("train")
-        self.statistics = fit_statistics(train)
+            save_split(split, split_file)
+        if not primary:
+            wait_for(statistics_file)
+        self.split = load_split(split_file, len(self.structures))
+        if primary:
+            self.statistics = fit_statistics(self.subset("train"))
+            _write_json(self.statistics, statistics_file)
+        else:
+            self.statistics = json.loads(statistics_file.read_text())
         unknown = set(species_of(self.structures)) - set(self.statistics["species"])
         if unknown:
             raise DataError(
@@ -152,20 +241,29 @@ class AtomicDataModule(L.LightningDataModule):
         assert self.structures is not None, "call setup() first"
         return [self.structures[i] for i in self.split[name]]
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        batch_size = self.config["batch_size"] if name == "train" else self.config["val_batch_size"]
+    def _loader(self, name: str) -> DataLoader:
+        rank, world_size = 0, 1
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        subset = self.subset(name)
+        if name == "train":
+            sampler = EpochPermutationSampler(len(subset), rank, world_size, self.seed)
+            batch_size = self.config["batch_size"]
+        else:
+            sampler = ShardSampler(len(subset), rank, world_size)
+            batch_size = self.config["val_batch_size"]
         return DataLoader(
-            self.subset(name),
+            subset,
             batch_size=int(batch_size),
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=int(self.config.get("num_workers", 0)),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

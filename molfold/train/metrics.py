@@ -44,12 +44,16 @@ class ErrorAccumulator:
             self.add("stress", prediction[G.STRESS] - batch[G.STRESS].to(prediction[G.STRESS]))
 
     def compute(self, reduce=None) -> dict[str, float]:
-        """MAE and RMSE of each quantity in meV units; ``reduce`` sums tensors across processes."""
+        """MAE and RMSE of each quantity in meV units (``loss``: its mean over batches);
+        ``reduce`` sums tensors across processes."""
         metrics = {}
         for name, stats in sorted(self.sums.items()):
             if reduce is not None:
                 stats = reduce(stats)
             abs_sum, sq_sum, count = stats.tolist()
+            if name == "loss":  # one non-negative value per batch: report their mean
+                metrics["loss"] = abs_sum / count
+                continue
             metrics[f"{name}_mae"] = EV_TO_MEV * abs_sum / count
             if name in ("energy", "forces"):
                 metrics[f"{name}_rmse"] = EV_TO_MEV * (sq_sum / count) ** 0.5

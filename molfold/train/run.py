@@ -51,9 +51,17 @@ def _versions() -> dict[str, str]:
     }
 
 
+RUN_DIR_VARIABLE = "MOLFOLD_RUN_DIR"
+"""Set by the primary process, so that the processes Lightning launches for DDP use its run dir."""
+
+
 def _run_dir(config: dict[str, Any]) -> Path:
     if config.get("run_dir"):
         return Path(config["run_dir"])
+    if RUN_DIR_VARIABLE in os.environ:
+        return Path(os.environ[RUN_DIR_VARIABLE])
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError("set run_dir=PATH when launching several processes (torchrun, SLURM)")
     return Path("runs") / f"{config['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -113,6 +121,7 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
             callbacks=[checkpoints, LearningRateMonitor("epoch")],
             plugins=[AtomicCheckpointIO()],
             inference_mode=False,  # forces need gradients during validation and test
+            use_distributed_sampler=False,  # the datamodule shards batches itself, no duplicates
             num_sanity_val_steps=0,
             **options,
         )
@@ -124,51 +133,54 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     """Train, test the best checkpoint, write plots and metrics; return the test metrics."""
     import lightning as L
 
-    from molfold.data.datamodule import AtomicDataModule
+    from molfold.data.datamodule import AtomicDataModule, is_primary_process
     from molfold.train.plots import learning_curves, parity_plot
 
     run_dir = _run_dir(config)
+    primary = is_primary_process()
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists() and not config.get("resume"):
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with resume=true or choose another run_dir"
-        )
-    if config.get("resume") and not last.exists():
-        raise ConfigError(f"resume=true, but {last} does not exist")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    _write_text(run_dir / "versions.json", json.dumps(_versions(), indent=2))
+    if primary:
+        if last.exists() and not config.get("resume"):
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with resume=true or choose another "
+                "run_dir"
+            )
+        if config.get("resume") and not last.exists():
+            raise ConfigError(f"resume=true, but {last} does not exist")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+        _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        _write_text(run_dir / "versions.json", json.dumps(_versions(), indent=2))
 
-    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
-    datamodule = AtomicDataModule(config["data"], float(config["model"]["r_max"]), run_dir)
+    seed = int(config.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = AtomicDataModule(config["data"], float(config["model"]["r_max"]), run_dir, seed)
     datamodule.setup()
     task = build_task(config, datamodule.statistics)
     trainer = build_trainer(config, run_dir)
-    sizes = " / ".join(f"{len(datamodule.split[k])} {k}" for k in ("train", "val", "test"))
-    print(
-        f"molfold train: {sizes} structures from {config['data']['path']}\nrun directory: {run_dir}"
-    )
+    if primary:
+        sizes = " / ".join(f"{len(datamodule.split[k])} {k}" for k in ("train", "val", "test"))
+        print(f"molfold train: {sizes} structures from {config['data']['path']}")
+        print(f"run directory: {run_dir}")
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if config.get("resume") else None)
 
     best = trainer.checkpoint_callback.best_model_path or str(last)
     trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics = task.test_metrics
-    print(
-        format_table(
-            metrics, f"Test metrics ({len(datamodule.split['test'])} structures, {Path(best).name})"
+    if trainer.is_global_zero:
+        title = f"Test metrics ({len(datamodule.split['test'])} structures, {Path(best).name})"
+        print(format_table(metrics, title))
+        _write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))
+        predictions = {k: torch.cat(v).numpy() for k, v in task.test_predictions.items()}
+        parity_plot(
+            predictions["energy"],
+            predictions["energy_ref"],
+            predictions["forces"],
+            predictions["forces_ref"],
+            run_dir / "parity.png",
         )
-    )
-    _write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))
-    predictions = {k: torch.cat(v).numpy() for k, v in task.test_predictions.items()}
-    parity_plot(
-        predictions["energy"],
-        predictions["energy_ref"],
-        predictions["forces"],
-        predictions["forces_ref"],
-        run_dir / "parity.png",
-    )
-    if (run_dir / "metrics.csv").exists():
-        learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png")
+        if (run_dir / "metrics.csv").exists():
+            learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png")
     return metrics
 
 

@@ -114,8 +114,6 @@ class PotentialTask(L.LightningModule):
         if self.trainer.world_size > 1:
             reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
         metrics = self.errors.compute(reduce)
-        # loss is averaged over batches, not summed
-        metrics["loss"] = metrics.pop("loss_mae") / 1000.0
         self.errors.reset()
         for name, value in metrics.items():
             self.log(
@@ -158,6 +156,12 @@ class PotentialTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._evaluation_metrics("test")
+        if self.trainer.world_size > 1:  # every rank tested its own shard: gather them all
+            shards = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shards, self.test_predictions)
+            self.test_predictions = {
+                k: [t for shard in shards for t in shard[k]] for k in shards[0]
+            }
         if self.ema is not None:
             self.ema.swap()
 
