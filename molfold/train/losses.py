@@ -21,6 +21,15 @@ class LossWeights:
     forces: float = 1.0
     stress: float = 0.0
 
+    def combine(self, mean_squares: dict[str, float]) -> float:
+        """The loss from whole-set mean squared errors (``energy_per_atom``, ``forces``,
+        ``stress``): the same value whatever the batching or the number of processes."""
+        return (
+            self.energy * mean_squares.get("energy_per_atom", 0.0)
+            + self.forces * mean_squares.get("forces", 0.0)
+            + self.stress * mean_squares.get("stress", 0.0)
+        )
+
     def __post_init__(self) -> None:
         if (
             min(self.energy, self.forces, self.stress) < 0

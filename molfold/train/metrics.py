@@ -27,6 +27,7 @@ class ErrorAccumulator:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.mean_squares: dict[str, float] = {}  # eV^2 units, set by compute()
 
     def add(self, name: str, error: torch.Tensor) -> None:
         error = error.detach().double().reshape(-1)
@@ -44,16 +45,17 @@ class ErrorAccumulator:
             self.add("stress", prediction[G.STRESS] - batch[G.STRESS].to(prediction[G.STRESS]))
 
     def compute(self, reduce=None) -> dict[str, float]:
-        """MAE and RMSE of each quantity in meV units (``loss``: its mean over batches);
-        ``reduce`` sums tensors across processes."""
+        """MAE and RMSE of each quantity in meV units; ``reduce`` sums tensors across processes.
+
+        Also keeps the mean squared errors (eV units) in :attr:`mean_squares`.
+        """
         metrics = {}
+        self.mean_squares = {}
         for name, stats in sorted(self.sums.items()):
             if reduce is not None:
                 stats = reduce(stats)
             abs_sum, sq_sum, count = stats.tolist()
-            if name == "loss":  # one non-negative value per batch: report their mean
-                metrics["loss"] = abs_sum / count
-                continue
+            self.mean_squares[name] = sq_sum / count
             metrics[f"{name}_mae"] = EV_TO_MEV * abs_sum / count
             if name in ("energy", "forces"):
                 metrics[f"{name}_rmse"] = EV_TO_MEV * (sq_sum / count) ** 0.5

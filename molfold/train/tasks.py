@@ -101,11 +101,9 @@ class PotentialTask(L.LightningModule):
         raise ValueError(f"unknown scheduler {kind!r}; use plateau, cosine or none")
 
     # --- evaluation (EMA weights) ---------------------------------------------------------
-    def _evaluation_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
+    def _evaluation_step(self, batch) -> dict[str, torch.Tensor]:
         with torch.enable_grad():
             prediction = self(batch)
-        loss, _ = potential_loss(prediction, batch, self.loss_weights)
-        self.errors.add("loss", loss.detach().reshape(1))
         self.errors.add_batch(prediction, batch)
         return prediction
 
@@ -114,6 +112,7 @@ class PotentialTask(L.LightningModule):
         if self.trainer.world_size > 1:
             reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
         metrics = self.errors.compute(reduce)
+        metrics["loss"] = self.loss_weights.combine(self.errors.mean_squares)
         self.errors.reset()
         for name, value in metrics.items():
             self.log(
@@ -127,7 +126,7 @@ class PotentialTask(L.LightningModule):
             self.ema.swap()
 
     def validation_step(self, batch, batch_index: int) -> None:
-        self._evaluation_step(batch, "val")
+        self._evaluation_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._evaluation_metrics("val")
@@ -147,7 +146,7 @@ class PotentialTask(L.LightningModule):
             self.ema.swap()
 
     def test_step(self, batch, batch_index: int) -> None:
-        prediction = self._evaluation_step(batch, "test")
+        prediction = self._evaluation_step(batch)
         self.test_predictions["energy"].append(prediction[G.ENERGY].detach().cpu())
         self.test_predictions["energy_ref"].append(batch[G.ENERGY].reshape(-1).cpu())
         self.test_predictions["forces"].append(prediction[G.FORCES].detach().cpu())
