@@ -182,41 +182,21 @@ def cmd_speed(args) -> dict:
     stress = {"auto": summary["periodic"], "always": True, "never": False}[args.stress]
     computes = "energy + forces" + (" + stress (strain derivative)" if stress else "")
 
-    outputs = {}
+    def energy_and_forces() -> dict:
+        return potential(batch, compute_forces=True, compute_stress=stress)
 
-    def energy_and_forces():
-        outputs.update(potential(batch, compute_forces=True, compute_stress=stress))
-
-    rss_before = ref.rss_mib()
-    times = ref.time_calls(energy_and_forces, args.warmup, args.repeats)
-    rss_after = ref.rss_mib()
-    forces = outputs["forces"].detach()
-    return {
-        "package": "molfold",
-        "system": args.system,
-        "dtype": args.dtype,
-        "geometry_source": source,
-        **summary,
-        "species": species,
-        "params": params,
-        "threads": torch.get_num_threads(),
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        **ref.timing_record(times, summary["n_structures"], summary["n_atoms"]),
-        "times_s": [round(t, 5) for t in times],
-        "rss_peak_mib": rss_after,
-        "rss_before_calls_mib": rss_before,
-        "rss_delta_mib": rss_after - rss_before,
-        "model_build_s": build_s,
-        "batch_build_s": batch_s,
-        "computes": computes,
-        "energy_dtype": str(outputs["energy"].dtype),
-        "forces_dtype": str(forces.dtype),
-        "forces_mean_abs": float(forces.abs().mean()),
-        "net_force_max": float(forces.sum(0).abs().max()),
-        "versions": _molfold_versions(),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-    }
+    return ref.speed_record(
+        "molfold",
+        args,
+        energy_and_forces,
+        (summary, source),
+        build_s,
+        batch_s,
+        _molfold_versions(),
+        species=species,
+        params=params,
+        computes=computes,
+    )
 
 
 # ====================================================================================

@@ -296,6 +296,52 @@ def timing_record(times: list[float], n_structures: int, n_atoms: int) -> dict:
     }
 
 
+def speed_record(
+    package: str,
+    args,
+    call: Callable[[], dict],
+    structures_source: tuple[dict, str],
+    build_s: float,
+    batch_s: float,
+    versions: dict,
+    **extra,
+) -> dict:
+    """Time ``call`` (one energy + forces evaluation returning ``energy`` and ``forces``) and
+    return the JSON record both workers print, so their fields are the same by construction."""
+    import torch
+
+    summary, source = structures_source
+    outputs: dict = {}
+    rss_before = rss_mib()
+    times = time_calls(lambda: outputs.update(call()), args.warmup, args.repeats)
+    rss_after = rss_mib()
+    forces = outputs["forces"].detach()
+    return {
+        "package": package,
+        "system": args.system,
+        "dtype": args.dtype,
+        "geometry_source": source,
+        **summary,
+        **extra,
+        "threads": torch.get_num_threads(),
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        **timing_record(times, summary["n_structures"], summary["n_atoms"]),
+        "times_s": [round(t, 5) for t in times],
+        "rss_peak_mib": rss_after,
+        "rss_before_calls_mib": rss_before,
+        "rss_delta_mib": rss_after - rss_before,
+        "model_build_s": build_s,
+        "batch_build_s": batch_s,
+        "energy_dtype": str(outputs["energy"].dtype),
+        "forces_dtype": str(forces.dtype),
+        "forces_mean_abs": float(forces.abs().mean()),
+        "net_force_max": float(forces.sum(0).abs().max()),
+        "versions": versions,
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+    }
+
+
 def sweep(
     worker: Path,
     python: str = sys.executable,
@@ -460,42 +506,24 @@ def cmd_speed(args) -> dict:
     batch_s = time.perf_counter() - t0
     assert AtomicDataDict.num_edges(batch) == summary["n_edges"], "neighbour lists disagree"
 
-    outputs = {}
-
-    def energy_and_forces():
+    def energy_and_forces() -> dict:
         out = model(batch)
-        outputs["energy"] = out[AtomicDataDict.TOTAL_ENERGY_KEY]
-        outputs["forces"] = out[AtomicDataDict.FORCE_KEY]
+        return {
+            "energy": out[AtomicDataDict.TOTAL_ENERGY_KEY],
+            "forces": out[AtomicDataDict.FORCE_KEY],
+        }
 
-    rss_before = rss_mib()
-    times = time_calls(energy_and_forces, args.warmup, args.repeats)
-    rss_after = rss_mib()
-    forces = outputs["forces"].detach()
-    return {
-        "package": "nequip-allegro",
-        "system": args.system,
-        "dtype": args.dtype,
-        "geometry_source": source,
-        **summary,
-        "type_names": type_names,
-        "params": sum(p.numel() for p in model.parameters()),
-        "threads": torch.get_num_threads(),
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        **timing_record(times, summary["n_structures"], summary["n_atoms"]),
-        "times_s": [round(t, 5) for t in times],
-        "rss_peak_mib": rss_after,
-        "rss_before_calls_mib": rss_before,
-        "rss_delta_mib": rss_after - rss_before,
-        "model_build_s": build_s,
-        "batch_build_s": batch_s,
-        "energy_dtype": str(outputs["energy"].dtype),
-        "forces_dtype": str(forces.dtype),
-        "forces_mean_abs": float(forces.abs().mean()),
-        "net_force_max": float(forces.sum(0).abs().max()),
-        "versions": _versions(),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-    }
+    return speed_record(
+        "nequip-allegro",
+        args,
+        energy_and_forces,
+        (summary, source),
+        build_s,
+        batch_s,
+        _versions(),
+        type_names=type_names,
+        params=sum(p.numel() for p in model.parameters()),
+    )
 
 
 # --- training -------------------------------------------------------------------------
