@@ -16,6 +16,10 @@ class DataError(MolfoldError, ValueError):
     """A dataset file or a structure is unusable: corrupt, truncated, wrong shapes, NaN values."""
 
 
+class MissingFileError(MolfoldError, FileNotFoundError):
+    """A file the user named does not exist."""
+
+
 class UnknownElementError(MolfoldError, ValueError):
     """A structure contains an element the model was not trained on."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from molfold.data import graph as G
 from molfold.data.ase_files import load_ase
@@ -271,3 +274,17 @@ def test_bad_structure_names_file_and_frame(tmp_path):
     path = _write(tmp_path / "broken.xyz", [molecule("H2O"), atoms])
     with pytest.raises(DataError, match=rf"{at(path)} frame 1: atoms .* apart"):
         load_ase(path, r_max=3.0, energy_key=None, forces_key=None)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content=st.binary(min_size=1, max_size=2000), suffix=st.sampled_from([".extxyz", ".xyz", ".db"])
+)
+def test_random_bytes_give_a_data_error(tmp_path, content, suffix):
+    """Garbage in any supported format is reported as DataError, never as another exception."""
+    path = tmp_path / f"garbage{suffix}"
+    path.write_bytes(content)
+    with contextlib.suppress(DataError):
+        load_ase(path, r_max=5.0)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from molfold.data import graph as G
 from molfold.data.neighbors import atoms_to_graph
-from molfold.errors import DataError
+from molfold.errors import DataError, MissingFileError
 
 ENERGY_UNITS = {
     "eV": 1.0,
@@ -93,7 +93,8 @@ def load_ase(
 
     Raises
     ------
-    FileNotFoundError if ``path`` does not exist; :class:`DataError` naming the file (and the
+    :class:`MissingFileError` (a FileNotFoundError) if ``path`` does not exist;
+    :class:`DataError` naming the file (and the
     structure) for an unknown unit, an unreadable, corrupt or empty file, a missing key (listing
     the keys that exist), or bad shapes and values.
     """
@@ -101,7 +102,7 @@ def load_ase(
     energy_factor = _unit_factor(energy_unit, ENERGY_UNITS, "energy")
     length_factor = _unit_factor(length_unit, LENGTH_UNITS, "length")
     if not path.is_file():
-        raise FileNotFoundError(f"structure file {path} does not exist or is not a file")
+        raise MissingFileError(f"structure file {path} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
 

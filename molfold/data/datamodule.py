@@ -31,7 +31,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from molfold.data.statistics import fit_statistics, species_of
-from molfold.errors import ConfigError, DataError
+from molfold.errors import ConfigError, DataError, MissingFileError
 
 SHIPPED_DATA = [
     Path(__file__).resolve().parents[2] / "data",  # source checkout
@@ -53,7 +53,7 @@ def load_structures(data_config: dict[str, Any], r_max: float) -> list[Data]:
     if path is None:
         raise ConfigError("data.path is not set: give the dataset file, e.g. data.path=aspirin.npz")
     if not Path(path).exists():
-        raise DataError(f"data.path {path} does not exist")
+        raise MissingFileError(f"data.path {path} does not exist")
     if fmt == "md17":
         from molfold.data.md17 import load_md17
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from molfold.data import graph as G
 from molfold.data.neighbors import build_graph
-from molfold.errors import DataError
+from molfold.errors import DataError, MissingFileError
 
 KCAL_PER_MOL_TO_EV = units.kcal / units.mol
 """eV per kcal/mol, 0.0433641...: from ase.units, which derives it from the CODATA 2014 constants
@@ -119,13 +119,14 @@ def read_md17(path: str | os.PathLike) -> dict:
 
     Raises
     ------
-    FileNotFoundError if ``path`` does not exist; :class:`DataError`, naming the file, if it is
+    :class:`MissingFileError` (a FileNotFoundError) if ``path`` does not exist;
+    :class:`DataError`, naming the file, if it is
     not an npz archive, is corrupt or truncated, lacks the keys of both layouts, has inconsistent
     shapes, has no frames, or has NaN or inf values (naming the frames).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MD17 file {path} does not exist or is not a file")
+        raise MissingFileError(f"MD17 file {path} does not exist or is not a file")
     arrays, layout = _load_arrays(path)
 
     z = arrays["z"]

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from molfold.errors import CheckpointError, ConfigError
+from molfold.errors import CheckpointError, ConfigError, MissingFileError
 from molfold.models.allegro import Allegro
 from molfold.models.potential import Potential
 
@@ -95,7 +95,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """The ``"molfold"`` entry of a checkpoint, loaded with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or foreign files
