@@ -67,7 +67,6 @@ def test_split_is_disjoint_and_complete(trained_run):
 
 
 def test_checkpoint_loads_without_config_and_in_the_calculator(trained_run, ethanol):
-    from ase.io import read
 
     from molfold import MolfoldCalculator
 
@@ -78,7 +77,6 @@ def test_checkpoint_loads_without_config_and_in_the_calculator(trained_run, etha
     atoms = ethanol.copy()
     atoms.calc = MolfoldCalculator(trained_run / "checkpoints" / "best.ckpt")
     assert atoms.get_forces().shape == (9, 3)
-    del read
 
 
 def test_eval_reproduces_the_test_metrics(trained_run, tmp_path, capsys):
