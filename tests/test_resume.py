@@ -40,6 +40,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
         if path.suffix == ".ckpt":
             torch.load(path, weights_only=True)
     killed_at = torch.load(last, weights_only=True)["epoch"]
+    (run_dir / "checkpoints" / ".last.ckpt.tmp999").write_bytes(b"half a checkpoint")
 
     finish = killed_at + 2
     resumed = [o for o in overrides if not o.startswith("trainer.max_epochs")]
@@ -53,6 +54,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
         epochs = sorted({int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/loss")})
     assert epochs == list(range(finish))  # history kept, no epoch lost or repeated in the log
     assert torch.load(last, weights_only=True)["epoch"] == finish - 1
+    assert not list((run_dir / "checkpoints").glob(".*.tmp*"))  # stale partial writes removed
     assert json.loads((run_dir / "test_metrics.json").read_text())["forces_mae"] > 0
 
 

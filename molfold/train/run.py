@@ -148,6 +148,8 @@ def train(config: dict[str, Any]) -> dict[str, float]:
         if config.get("resume") and not last.exists():
             raise ConfigError(f"resume=true, but {last} does not exist")
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob("checkpoints/.*.tmp*"):  # left by a kill during a write
+            stale.unlink()
         os.environ[RUN_DIR_VARIABLE] = str(run_dir)
         _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         _write_text(run_dir / "versions.json", json.dumps(_versions(), indent=2))
