@@ -116,6 +116,8 @@ def test_existing_run_is_not_overwritten(trained_run, capsys):
         ("data.path=/nonexistent/file.npz", "does not exist"),
         ("data.n_train=100000", "split asks for"),
         ("dtype=float16", "dtype"),
+        ("model.l_max=-1", "l_max must be >= 0"),
+        ("model.latent_update=sideways", "latent_update must be one of"),
     ],
 )
 def test_bad_configuration_gets_a_clear_error(tmp_path, capsys, override, message):

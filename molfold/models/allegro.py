@@ -240,6 +240,8 @@ class Allegro(nn.Module):
             raise ValueError(
                 f"latent_update must be one of {LATENT_UPDATES}, got {latent_update!r}"
             )
+        if l_max < 0:
+            raise ValueError(f"l_max must be >= 0, got {l_max}")
         if num_layers < 1:
             raise ValueError(f"Allegro needs at least one layer, got num_layers={num_layers}")
         if avg_num_neighbors <= 0:

@@ -53,7 +53,7 @@ def build_potential(
     torch.set_default_dtype(DTYPES[dtype])
     try:
         energy_model = MODELS[model](num_types=len(species), **hparams)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ConfigError(f"bad hyperparameters for model {model!r}: {error}") from error
     finally:
         torch.set_default_dtype(previous)
@@ -99,7 +99,10 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (not a molfold checkpoint, or corrupt): {reason}"
+        ) from error
     if not isinstance(checkpoint, dict) or "molfold" not in checkpoint:
         raise CheckpointError(f"{path} is not a molfold checkpoint (no 'molfold' entry)")
     return checkpoint["molfold"]
