@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["MolfoldCalculator", "__version__", "load_model"]
+__all__ = ["MolfoldCalculator", "__version__", "load_model", "predict_conformers"]
 
 
 def __getattr__(name: str):
@@ -17,4 +17,8 @@ def __getattr__(name: str):
         from molfold.calculator import MolfoldCalculator
 
         return MolfoldCalculator
+    if name == "predict_conformers":
+        from molfold.conformers.predict import predict_conformers
+
+        return predict_conformers
     raise AttributeError(f"module 'molfold' has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 Hydra lives here and nowhere else: overrides are composed with the YAML files in ``configs/``
 into a plain dict, which the training and evaluation code take as their only input.
-Commands: ``train`` (configs/train.yaml), ``eval`` (configs/eval.yaml).
+Commands: ``train`` (configs/train.yaml), ``eval`` (configs/eval.yaml), ``predict``
+(configs/predict.yaml).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ USAGE = """usage: molfold <command> [key=value ...]
 commands:
   train   train a potential      molfold train model=allegro data=md17 trainer.max_epochs=10
   eval    evaluate a checkpoint  molfold eval ckpt=runs/x/checkpoints/best.ckpt data.path=file.npz
+  predict conformers from SMILES molfold predict smiles="CC(=O)Nc1ccc(O)cc1" output=out.sdf
 
 Config groups and defaults live in {configs}; `molfold <command> --cfg` prints the composed config.
 """
@@ -58,8 +60,17 @@ def _trainer_overrides(overrides: list[str]) -> list[str]:
     return result
 
 
+RAW_KEYS = {"predict": ("smiles", "name")}
+"""Keys whose values are taken verbatim, not parsed by Hydra: SMILES hold ``()=#[]``."""
+
+
 def compose(command: str, overrides: list[str]) -> dict[str, Any]:
     """The composed, resolved config of ``command`` as a plain dict."""
+    raw = {}
+    for key in RAW_KEYS.get(command, ()):
+        for override in [o for o in overrides if o.startswith(f"{key}=")]:
+            raw[key] = override.split("=", 1)[1]
+            overrides = [o for o in overrides if o is not override]
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -73,7 +84,7 @@ def compose(command: str, overrides: list[str]) -> dict[str, Any]:
     try:
         with initialize_config_dir(str(folder), version_base=None):
             config = hydra_compose(command, overrides=overrides)
-        return OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
+        return {**OmegaConf.to_container(config, resolve=True, throw_on_missing=True), **raw}
     except (HydraException, OmegaConfBaseException) as error:
         message = str(error).split("\n")[0]
         raise ConfigError(f"bad configuration for `molfold {command}`: {message}") from error
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE.format(configs=config_dir()))
         return 0
     command, overrides = argv[0], argv[1:]
-    if command not in ("train", "eval"):
+    if command not in ("train", "eval", "predict"):
         print(f"molfold: unknown command {command!r}\n\n" + USAGE.format(configs=config_dir()))
         return 2
     try:
@@ -100,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             from molfold.train.run import train
 
             train(config)
+        elif command == "predict":
+            from molfold.conformers.predict import predict_to_sdf
+
+            return 1 if predict_to_sdf(config) else 0
         else:
             from molfold.train.run import evaluate
 

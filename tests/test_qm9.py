@@ -111,8 +111,146 @@ def test_graph_in_geometry_order(sample_data):
             Chem.SanitizeMol(mol)
             expected = Chem.CanonSmiles(data.smiles)
             assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == expected, int(data.idx)
-    sources = [int(d.graph_source) for d in sample_data]
-    assert sources.count(1) >= 0.9 * len(sources)
+    assert [int(d.graph_source) for d in sample_data] == [1] * len(sample_data)
+
+
+# --------------------------------------------------------------------------- graph perception
+
+
+def molecules(*indices: int) -> dict:
+    """``{index: (z, pos, smiles)}`` of the given GDB molecules, read from the qm9pack CSVs."""
+    wanted, out = set(indices), {}
+    for name in qm9.QM9PACK_FILES:
+        with open(QM9PACK / name, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if int(row["Index"]) in wanted:
+                    z = [qm9.SYMBOL_TO_Z[s] for s in eval(row["Elements"])]  # noqa: S307
+                    xyz = row["XYZ_Ang"].replace("[", " ").replace("]", " ").split(",")
+                    pos = np.array([float(v) for v in xyz]).reshape(-1, 3)
+                    out[int(row["Index"])] = (np.array(z), pos, row["SMILES"])
+        if len(out) == len(wanted):
+            return out
+    raise AssertionError(f"molecules {sorted(wanted - set(out))} not in qm9pack")
+
+
+def check_valid(mol, index: int) -> None:
+    """Sanitizes, neutral, closed-shell, every bond a short contact, standard valences."""
+    from rdkit import Chem
+
+    Chem.SanitizeMol(mol)
+    assert Chem.GetFormalCharge(mol) == 0, index
+    pos = mol.GetConformer().GetPositions()
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        assert np.linalg.norm(pos[i] - pos[j]) < 1.75, (index, i, j)
+    valence = {(1, 0): 1, (6, 0): 4, (6, -1): 3, (7, 0): 3, (7, 1): 4, (8, 0): 2, (8, -1): 1}
+    for atom in mol.GetAtoms():
+        key = (atom.GetAtomicNum(), atom.GetFormalCharge())
+        assert atom.GetNumRadicalElectrons() == 0, (index, atom.GetIdx())
+        assert atom.GetTotalValence() == valence[key], (index, atom.GetIdx(), key)
+
+
+# strained cages whose cross-cage contacts RDKit's connectivity bonds (graph_source 3 before):
+# bicyclo[1.1.1]pentane (105), 2-oxabicyclo[2.1.1]hexane (650), a bicyclo[1.1.1]pentane diol
+# (1152), and cages where a real bond is longer than a cross-cage contact (37494, 66495)
+CAGES = (105, 650, 1152, 37494, 66495)
+
+
+def test_strained_cages_get_their_smiles():
+    from rdkit import Chem
+
+    found = molecules(*CAGES)
+    for index in CAGES:
+        z, pos, smiles = found[index]
+        mol, code = qm9.geometry_graph(z, pos, smiles)
+        assert code == 1, index
+        check_valid(mol, index)
+        assert [a.GetAtomicNum() for a in mol.GetAtoms()] == z.tolist()
+        assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.CanonSmiles(smiles), index
+    z, pos, smiles = found[105]
+    mol, _ = qm9.geometry_graph(z, pos, smiles)
+    heads = [
+        a.GetIdx()
+        for a in mol.GetAtoms()
+        if a.GetAtomicNum() == 6 and a.GetTotalNumHs(includeNeighbors=True) == 1
+    ]
+    assert len(heads) == 2 and mol.GetBondBetweenAtoms(*heads) is None
+    assert 1.8 < np.linalg.norm(pos[heads[0]] - pos[heads[1]]) < 1.95  # a contact, not a bond
+
+
+def test_zwitterions_keep_their_charges():
+    """GDB 271 ([NH3+]CCC([O-])=O) and 282: the template's charges, on the right atoms; and the
+    same graph perceived from the geometry alone (no SMILES), charges included."""
+    from rdkit import Chem
+
+    found = molecules(271, 282)
+    for index, (z, pos, smiles) in found.items():
+        assert "+" in smiles and "-" in smiles
+        for given in (smiles, ""):
+            mol, code = qm9.geometry_graph(z, pos, given)
+            assert code == (1 if given else 2), index
+            check_valid(mol, index)
+            charges = sorted(a.GetFormalCharge() for a in mol.GetAtoms() if a.GetFormalCharge())
+            assert charges == [-1, 1], index
+            assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.CanonSmiles(smiles), index
+    z, pos, smiles = found[271]
+    mol, _ = qm9.geometry_graph(z, pos, smiles)
+    nitrogen = next(a for a in mol.GetAtoms() if a.GetAtomicNum() == 7)
+    assert nitrogen.GetFormalCharge() == 1 and nitrogen.GetTotalNumHs(includeNeighbors=True) == 3
+    oxygens = [a for a in mol.GetAtoms() if a.GetAtomicNum() == 8]
+    assert sorted(a.GetFormalCharge() for a in oxygens) == [-1, 0]
+    orders = sorted(str(b.GetBondType()) for a in oxygens for b in a.GetBonds())
+    assert orders == ["DOUBLE", "SINGLE"]
+
+
+def test_geometry_perception_matches_template(sample_data):
+    """Without its SMILES every sample molecule gets the same graph from its geometry alone
+    (bond orders, charges and aromaticity, e.g. pyrrole, GDB 50)."""
+    from rdkit import Chem
+
+    for data in sample_data:
+        mol, code = qm9.geometry_graph(data.z.numpy(), data.pos.numpy(), "")
+        assert code == 2, int(data.idx)
+        check_valid(mol, int(data.idx))
+        assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.CanonSmiles(data.smiles)
+    pyrrole = next(d for d in sample_data if int(d.idx) == 50)
+    assert pyrrole.smiles == "N1C=CC=C1"
+    assert sorted(pyrrole.bond_type.tolist()).count(4) == 2 * 5  # both directions
+    mol = qm9.to_rdkit_mol(pyrrole)
+    Chem.SanitizeMol(mol)
+    assert sum(a.GetIsAromatic() for a in mol.GetAtoms()) == 5
+
+
+def test_smiles_that_disagrees_with_the_geometry():
+    """GDB 133857: the geometry's bonds differ from its SMILES' (same count, one moved), so the
+    graph is perceived from the geometry: a valid neutral hydrocarbon, not the SMILES."""
+    from rdkit import Chem
+
+    z, pos, smiles = molecules(133857)[133857]
+    assert smiles == "CC1C2C3C4=CCC13C24"
+    mol, code = qm9.geometry_graph(z, pos, smiles)
+    assert code == 2
+    check_valid(mol, 133857)
+    assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.CanonSmiles("CC1C2C3C4=CCC12C43")
+    assert Chem.CanonSmiles(smiles) != Chem.CanonSmiles("CC1C2C3C4=CCC12C43")
+    assert Chem.MolToSmiles(mol) == Chem.MolToSmiles(mol, isomericSmiles=False)  # no stereo
+
+
+def test_fallback_is_connectivity_only():
+    """A methyl radical has no closed-shell neutral graph: connectivity with single bonds,
+    no charges (graph_source 3), whatever SMILES is given."""
+    z = np.array([6, 1, 1, 1])
+    angles = np.arange(3) * 2 * np.pi / 3
+    pos = np.zeros((4, 3))
+    pos[1:, 0], pos[1:, 1] = 1.08 * np.cos(angles), 1.08 * np.sin(angles)
+    for smiles in ("", "C", "[CH3]", "not a smiles"):
+        mol, code = qm9.geometry_graph(z, pos, smiles)
+        assert code == 3, smiles
+        assert qm9.GRAPH_SOURCES[code] == "connectivity"
+        pairs = sorted(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx())) for b in mol.GetBonds())
+        assert pairs == [[0, 1], [0, 2], [0, 3]]
+        assert {str(b.GetBondType()) for b in mol.GetBonds()} == {"SINGLE"}
+        assert [a.GetFormalCharge() for a in mol.GetAtoms()] == [0, 0, 0, 0]
 
 
 # --------------------------------------------------------------------------- raw layout
@@ -292,3 +430,6 @@ def test_qm9pack_holds_the_characterized_molecules():
 def test_full_conversion(tmp_path):
     data = qm9.load_qm9(cache_dir=tmp_path)
     assert len(data) == 130_831
+    sources = [int(d.graph_source) for d in data]
+    assert sources.count(1) >= 130_800 and sources.count(3) == 0
+    assert all(int(d.formal_charge.sum()) == 0 for d in data)

@@ -1,4 +1,4 @@
-"""A run killed with SIGKILL mid-training resumes from its last checkpoint; identical runs agree."""
+"""A run killed mid-training resumes from its last checkpoint; identical runs agree."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+import molfold.train.run as run
 from molfold.cli import main
 
 from .test_cli import TINY
@@ -63,3 +66,90 @@ def test_identical_runs_give_identical_metrics(tmp_path):
         assert main(["train", f"run_dir={tmp_path / name}", *TINY]) == 0
     a, b = (json.loads((tmp_path / n / "test_metrics.json").read_text()) for n in ("a", "b"))
     assert a == b
+
+
+class _Stopped(Exception):
+    """Stands for a kill: raised by :class:`_StopAt`, after which nothing more is written."""
+
+
+class _StopAt(Callback):
+    """Raise in ``hook`` once ``global_step`` reaches ``step`` (the last checkpoint is then the
+    step checkpoint of that step; the batch after it is fetched but not trained)."""
+
+    def __init__(self, hook: str, step: int) -> None:
+        def stop(trainer, *args) -> None:
+            if trainer.global_step == step:
+                raise _Stopped
+
+        setattr(self, hook, stop)
+
+
+# 24 training structures in batches of 8: 3 steps per epoch, a step checkpoint every 2 steps
+STEPWISE = [o for o in TINY if o != "trainer.max_epochs=1"] + [
+    "trainer.max_epochs=3",
+    "checkpoint_every_n_steps=2",
+    "dtype=float64",
+]
+
+
+@pytest.mark.parametrize(
+    "hook, step",
+    [
+        ("on_train_batch_start", 4),  # right after step 4, the first of epoch 1, and its save
+        ("on_train_batch_start", 5),  # after step 5, which is lost: the last save is step 4's
+    ],
+)
+def test_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, monkeypatch, hook, step):
+    """Parameters, optimizer, scheduler and EMA state and test metrics equal (float64, to 1e-12)
+    those of an uninterrupted run with the same seed."""
+    build_trainer = run.build_trainer
+    stop_at: list[Callback] = []
+
+    def with_stop(config, run_dir):
+        trainer = build_trainer(config, run_dir)
+        trainer.callbacks[:0] = stop_at
+        return trainer
+
+    monkeypatch.setattr(run, "build_trainer", with_stop)
+    assert main(["train", f"run_dir={tmp_path / 'whole'}", *STEPWISE]) == 0
+    stop_at.append(_StopAt(hook, step))
+    with pytest.raises(_Stopped):
+        main(["train", f"run_dir={tmp_path / 'stopped'}", *STEPWISE])
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 4 and saved["epoch"] == 1  # mid-epoch
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 1}
+    ]
+    stop_at.clear()
+    assert main(["train", f"run_dir={tmp_path / 'stopped'}", *STEPWISE, "resume=true"]) == 0
+
+    whole, resumed = (
+        torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        for name in ("whole", "stopped")
+    )
+    assert resumed["global_step"] == whole["global_step"] == 9
+    tolerance = {"rtol": 0.0, "atol": 1e-12}
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "ema"):
+        _assert_same(resumed[key], whole[key], key, tolerance)
+    metrics = [
+        json.loads((tmp_path / name / "test_metrics.json").read_text())
+        for name in ("whole", "stopped")
+    ]
+    torch.testing.assert_close(metrics[1], metrics[0], **tolerance)
+
+
+def _assert_same(resumed, whole, where: str, tolerance: dict) -> None:
+    """Tensors equal to ``tolerance``, everything else exactly, in nested dicts and lists."""
+    if isinstance(whole, dict):
+        assert resumed.keys() == whole.keys(), where
+        for key in whole:
+            _assert_same(resumed[key], whole[key], f"{where}.{key}", tolerance)
+    elif isinstance(whole, list | tuple):
+        assert len(resumed) == len(whole), where
+        for index, (a, b) in enumerate(zip(resumed, whole)):
+            _assert_same(a, b, f"{where}[{index}]", tolerance)
+    elif isinstance(whole, torch.Tensor):
+        torch.testing.assert_close(resumed, whole, **tolerance, msg=where)
+    else:
+        assert resumed == whole, where

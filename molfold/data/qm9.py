@@ -57,7 +57,9 @@ kcal/mol, are not read), then converted to eV.
 Each structure also carries ``z`` [N], ``pos`` [N, 3] Angstrom (the DFT geometry), ``idx`` [1]
 (the GDB index), ``smiles`` (str) and the RDKit graph in the geometry's atom order:
 ``bond_index`` [2, 2B] (both directions), ``bond_type`` [2B] (1 single, 2 double, 3 triple,
-4 aromatic), ``formal_charge`` [N] and ``graph_source`` [1] (:data:`GRAPH_SOURCES`).
+4 aromatic), ``formal_charge`` [N] and ``graph_source`` [1] (:data:`GRAPH_SOURCES`): for the
+raw layout the bonds of ``gdb9.sdf``, for qm9pack the graph that
+:func:`~molfold.data.qm9_graph.geometry_graph` perceives (see :mod:`molfold.data.qm9_graph`).
 :func:`to_rdkit_mol` rebuilds the RDKit molecule with its 3D conformer.
 
 Processed cache: the first :func:`load_qm9` converts the source once into plain tensors, written
@@ -85,7 +87,14 @@ import torch
 from ase import units
 from torch_geometric.data import Data
 
+from molfold.data.qm9_graph import GRAPH_SOURCES, geometry_graph, mol_graph, to_rdkit_mol
 from molfold.errors import DataError, MissingFileError
+
+__all__ = [
+    "ATOMREF", "CACHE_VERSION", "GRAPH_SOURCES", "TARGETS", "TARGET_NAMES", "cache_path",
+    "download_qm9", "geometry_graph", "load_qm9", "qm9_split", "read_qm9", "read_qm9pack",
+    "read_raw", "to_data_list", "to_rdkit_mol",
+]  # fmt: skip
 
 HARTREE_TO_EV = units.Hartree
 """eV per Hartree, 27.21138...: from ase.units, which derives it from the CODATA 2014 constants
@@ -135,12 +144,9 @@ N_CHARACTERIZED = N_GDB - N_UNCHARACTERIZED  # 130,831
 SPLIT_SIZES = (110_000, 10_000)
 """Train and validation sizes of the usual QM9 split; the test set is the rest (10,831)."""
 
-GRAPH_SOURCES = {0: "file bonds", 1: "SMILES template", 2: "rdDetermineBonds", 3: "connectivity"}
-"""How the RDKit graph was obtained: 0 the bonds in gdb9.sdf; 1 the SMILES mapped onto the
-geometry's connectivity; 2 bond orders perceived from the geometry (the SMILES did not match the
-geometry's connectivity); 3 connectivity only, all bonds single (perception failed)."""
-
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Version of the processed cache's layout and contents; caches of another version are rebuilt
+(2: graphs perceived by :mod:`molfold.data.qm9_graph`, charge-aware, strained cages fixed)."""
 
 RAW_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/molnet_publish/qm9.zip"
 """``qm9.zip`` holding ``gdb9.sdf`` and ``gdb9.sdf.csv`` (torch-geometric ``QM9.raw_url``)."""
@@ -175,7 +181,6 @@ RAW_CSV_COLUMNS = {
 """molfold target -> ``gdb9.sdf.csv`` column."""
 
 SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
-_BOND_TYPE_CODES = {"SINGLE": 1, "DOUBLE": 2, "TRIPLE": 3, "AROMATIC": 4}
 
 csv.field_size_limit(1 << 28)
 
@@ -337,95 +342,6 @@ class _Columns:
         }
 
 
-def _mol_graph(mol) -> tuple[list, list, list]:
-    bonds = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()]
-    types = [_BOND_TYPE_CODES.get(str(b.GetBondType()), 1) for b in mol.GetBonds()]
-    charges = [a.GetFormalCharge() for a in mol.GetAtoms()]
-    return bonds, types, charges
-
-
-def geometry_graph(z: np.ndarray, pos: np.ndarray, smiles: str):
-    """The RDKit molecule of a geometry, atoms in the geometry's order, and how it was found.
-
-    First the SMILES (with explicit hydrogens) is mapped onto the connectivity perceived from the
-    geometry (``rdDetermineBonds.DetermineConnectivity``), keeping its bond orders and charges;
-    where the SMILES and the geometry disagree, bond orders are perceived from the geometry
-    (``DetermineBonds``, neutral); failing that, the connectivity alone with single bonds.
-    Returns ``(mol, code)`` with ``code`` a key of :data:`GRAPH_SOURCES`.
-    """
-    from rdkit import Chem, rdBase
-    from rdkit.Chem import rdDetermineBonds
-
-    # failed perceptions are recorded in graph_source instead; RDKit logs again once this returns
-    logs_blocked = rdBase.BlockLogs()  # noqa: F841
-    symbols = {v: k for k, v in SYMBOL_TO_Z.items()}
-    block = f"{len(z)}\n\n" + "\n".join(
-        f"{symbols[int(k)]} {x:.10f} {y:.10f} {w:.10f}" for k, (x, y, w) in zip(z, pos)
-    )
-    geometry = Chem.MolFromXYZBlock(block)
-    connected = Chem.Mol(geometry)
-    rdDetermineBonds.DetermineConnectivity(connected)
-    template = Chem.MolFromSmiles(smiles) if smiles else None
-    if template is not None:
-        template = Chem.AddHs(template)
-        query = Chem.RWMol(template)
-        for bond in query.GetBonds():
-            bond.SetBondType(Chem.BondType.SINGLE)
-            bond.SetIsAromatic(False)
-        for atom in query.GetAtoms():
-            atom.SetIsAromatic(False)
-            atom.SetFormalCharge(0)
-            atom.SetNoImplicit(True)
-            atom.SetNumExplicitHs(0)
-        same_size = (
-            query.GetNumAtoms() == connected.GetNumAtoms()
-            and query.GetNumBonds() == connected.GetNumBonds()
-        )
-        match = connected.GetSubstructMatch(query.GetMol()) if same_size else ()
-        if match:
-            order = [int(i) for i in np.argsort(match)]
-            mol = Chem.RenumberAtoms(template, order)
-            mol.RemoveAllConformers()
-            mol.AddConformer(geometry.GetConformer(), assignId=True)
-            return mol, 1
-    try:
-        mol = Chem.Mol(geometry)
-        rdDetermineBonds.DetermineBonds(mol, charge=0)
-        return mol, 2
-    except Exception:  # RDKit raises ValueError or RuntimeError when perception fails
-        return connected, 3
-
-
-def to_rdkit_mol(data: Data):
-    """The RDKit molecule of a loaded structure: atoms in ``data.z`` order, bonds from
-    ``bond_index``/``bond_type``, formal charges, and ``pos`` as its 3D conformer (Angstrom)."""
-    from rdkit import Chem
-    from rdkit.Geometry import Point3D
-
-    types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-    types[4] = Chem.BondType.AROMATIC
-    mol = Chem.RWMol()
-    for k, charge in zip(data.z.tolist(), data.formal_charge.tolist()):
-        atom = Chem.Atom(int(k))
-        atom.SetFormalCharge(int(charge))
-        atom.SetNoImplicit(True)
-        mol.AddAtom(atom)
-    for (i, j), code in zip(data.bond_index.t().tolist(), data.bond_type.tolist()):
-        if i < j:
-            mol.AddBond(i, j, types[code])
-            if code == 4:
-                mol.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
-                mol.GetAtomWithIdx(i).SetIsAromatic(True)
-                mol.GetAtomWithIdx(j).SetIsAromatic(True)
-    conformer = Chem.Conformer(mol.GetNumAtoms())
-    for i, (x, y, w) in enumerate(data.pos.tolist()):
-        conformer.SetAtomPosition(i, Point3D(x, y, w))
-    mol.AddConformer(conformer, assignId=True)
-    mol = mol.GetMol()
-    mol.UpdatePropertyCache(strict=False)
-    return mol
-
-
 # --------------------------------------------------------------------------- qm9pack
 
 
@@ -471,7 +387,7 @@ def read_qm9pack(folder: str | os.PathLike, max_molecules: int | None = None) ->
         pos = np.array([_float(v, f"{where} XYZ_Ang") for v in xyz]).reshape(-1, 3)
         targets = {key: _float(row[col], f"{where} {col}") for key, col in QM9PACK_COLUMNS.items()}
         mol, code = geometry_graph(np.array(z), pos, row["SMILES"])
-        bonds, types, charges = _mol_graph(mol)
+        bonds, types, charges = mol_graph(mol)
         columns.add(idx, z, pos, targets, row["SMILES"], bonds, types, charges, code, where)
     out = columns.tensors("qm9pack")
     if len(torch.unique(out["idx"])) != len(out["idx"]):
@@ -531,7 +447,7 @@ def read_raw(folder: str | os.PathLike, max_molecules: int | None = None) -> dic
             raise DataError(f"{where}: gdb_{idx} has no row in {table}")
         z = [a.GetAtomicNum() for a in mol.GetAtoms()]
         pos = mol.GetConformer().GetPositions()
-        bonds, types, charges = _mol_graph(mol)
+        bonds, types, charges = mol_graph(mol)
         try:
             smiles = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False), isomericSmiles=True)
         except Exception:  # RDKit raises several types for unusual valences

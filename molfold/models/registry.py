@@ -31,8 +31,10 @@ import torch
 from molfold.errors import CheckpointError, ConfigError, MissingFileError
 from molfold.models.allegro import Allegro
 from molfold.models.potential import Potential
+from molfold.models.rebind import ReBind
 
 MODELS: dict[str, type[torch.nn.Module]] = {"allegro": Allegro}
+CONFORMER_MODELS: dict[str, type[torch.nn.Module]] = {"rebind": ReBind}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -60,6 +62,37 @@ def build_potential(
     potential = Potential(energy_model.to(DTYPES[dtype]), species, scales, shifts)
     potential.config = {"model": model, "hparams": dict(hparams), "dtype": dtype}
     return potential
+
+
+def build_conformer_model(
+    model: str, hparams: dict[str, Any], dtype: str = "float32"
+) -> torch.nn.Module:
+    """The conformer model registered as ``model`` (2D graph -> coordinates)."""
+    if model not in CONFORMER_MODELS:
+        raise ConfigError(
+            f"unknown conformer model {model!r}; available: {sorted(CONFORMER_MODELS)}"
+        )
+    if dtype not in DTYPES:
+        raise ConfigError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    try:
+        network = CONFORMER_MODELS[model](**hparams).to(DTYPES[dtype])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"bad hyperparameters for model {model!r}: {error}") from error
+    network.config = {"model": model, "hparams": dict(hparams), "dtype": dtype}
+    return network
+
+
+def conformer_payload(network: torch.nn.Module, training: dict | None = None) -> dict[str, Any]:
+    """The ``"molfold"`` entry of a checkpoint for a conformer model; ``training`` records the
+    training data (``data``: its name, ``elements``: atomic numbers seen in training)."""
+    from molfold import __version__
+
+    return {
+        **network.config,
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "version": __version__,
+        "training": training or {},
+    }
 
 
 def checkpoint_payload(potential: Potential, statistics: dict | None = None) -> dict[str, Any]:
@@ -108,21 +141,28 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return checkpoint["molfold"]
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potential:
-    """Rebuild the potential saved in ``path`` (from ``molfold train`` or :func:`save_model`).
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> Potential | torch.nn.Module:
+    """Rebuild the model saved in ``path`` (from ``molfold train`` or :func:`save_model`): a
+    :class:`Potential` for energy models, the bare network for conformer models (ReBind).
 
     No config file is needed: the checkpoint names the model and its hyperparameters. The model
     is returned in eval mode on ``device``.
     """
     payload = read_checkpoint(path, device)
-    potential = build_potential(
-        payload["model"], payload["species"], payload["hparams"], dtype=payload["dtype"]
-    )
+    if payload.get("model") in CONFORMER_MODELS:
+        model = build_conformer_model(payload["model"], payload["hparams"], payload["dtype"])
+        model.training_data = payload.get("training", {})
+    else:
+        model = build_potential(
+            payload["model"], payload["species"], payload["hparams"], dtype=payload["dtype"]
+        )
+        model.statistics = payload.get("statistics", {})
     try:
-        potential.load_state_dict(payload["state_dict"])
+        model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         raise CheckpointError(
             f"weights in {path} do not fit the model they name: {error}"
         ) from error
-    potential.statistics = payload.get("statistics", {})
-    return potential.to(device).eval()
+    return model.to(device).eval()

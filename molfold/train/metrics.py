@@ -65,9 +65,10 @@ class ErrorAccumulator:
         self.sums = {}
 
 
-def format_table(metrics: dict[str, float], title: str = "") -> str:
-    """Aligned two-column table of metric, value and unit."""
-    rows = [(name, f"{value:.4g}", UNITS.get(name, "")) for name, value in metrics.items()]
+def format_table(metrics: dict[str, float], title: str = "", units: dict | None = None) -> str:
+    """Aligned two-column table of metric, value and unit (``units``: name -> unit)."""
+    units = UNITS if units is None else units
+    rows = [(name, f"{value:.4g}", units.get(name, "")) for name, value in metrics.items()]
     width = max([len(r[0]) for r in rows] + [6])
     lines = [title, "-" * (width + 24)] if title else ["-" * (width + 24)]
     lines += [f"{name:<{width}}  {value:>12}  {unit}" for name, value, unit in rows]

@@ -55,30 +55,39 @@ def parity_plot(
     _save(fig, path)
 
 
-def learning_curves(metrics_csv: Path, path: Path) -> None:
-    """Training loss and validation force MAE per epoch from Lightning's ``metrics.csv``."""
+POTENTIAL_CURVES = (
+    ("train/loss_epoch", "train/loss", "val/loss"),
+    ("val/forces_mae", "val/energy_mae"),
+    ("loss (eV^2 units)", "MAE (meV, meV/A)"),
+)
+CONFORMER_CURVES = (
+    ("train/loss_epoch", "train/loss"),
+    ("val/loss", "val/d_rmse"),
+    ("L1 distance loss (A)", "validation D-MAE (val/loss), D-RMSE (A)"),
+)
+
+
+def learning_curves(metrics_csv: Path, path: Path, curves=POTENTIAL_CURVES) -> None:
+    """Per-epoch curves from Lightning's ``metrics.csv``: ``curves`` = (left keys, right keys,
+    (left label, right label)); default training loss and validation energy/force MAE."""
+    left, right, labels = curves
     with open(metrics_csv) as file:
         rows = list(csv.DictReader(file))
     series: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        for key in (
-            "train/loss_epoch",
-            "train/loss",
-            "val/loss",
-            "val/forces_mae",
-            "val/energy_mae",
-        ):
+        for key in (*left, *right):
             if row.get(key) not in (None, "") and row.get("epoch") not in (None, ""):
                 series.setdefault(key, []).append((float(row["epoch"]), float(row[key])))
     if not series:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for key, points in series.items():
-        ax = axes[1] if key.endswith("_mae") else axes[0]
+        ax = axes[1] if key in right else axes[0]
         epochs, values = zip(*points)
         ax.plot(epochs, values, marker=".", label=key)
-    axes[0].set(xlabel="epoch", ylabel="loss (eV^2 units)", yscale="log", title="loss")
-    axes[1].set(xlabel="epoch", ylabel="MAE (meV, meV/A)", yscale="log", title="validation errors")
+    axes[0].set(xlabel="epoch", ylabel=labels[0], yscale="log", title="training")
+    axes[1].set(xlabel="epoch", ylabel=labels[1], yscale="log", title="validation")
     for ax in axes:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     _save(fig, path)

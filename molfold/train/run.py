@@ -6,7 +6,7 @@ A run directory holds::
     versions.json             molfold, torch, e3nn, lightning versions
     split.npz                 train/val/test indices into the dataset file
     checkpoints/best.ckpt     lowest validation loss (EMA weights for inference)
-    checkpoints/last.ckpt     end of the latest epoch (for resume=true)
+    checkpoints/last.ckpt     latest epoch end or every checkpoint_every_n_steps steps (resume)
     metrics.csv               Lightning CSV log, one row per logging step/epoch
     tensorboard/              TensorBoard events
     test_metrics.json         test-set errors of best.ckpt
@@ -99,6 +99,7 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
 
     from molfold.train.checkpoint_io import AtomicCheckpointIO
     from molfold.train.csv_logger import AppendingCSVLogger
+    from molfold.train.step_checkpoint import ResumedEpochSchedulers, StepCheckpoint
 
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -108,6 +109,13 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
         save_last=True,
         enable_version_counter=False,
     )
+    callbacks = [checkpoints]  # first: trainer.checkpoint_callback is the best-model one
+    every_n_steps = config.get("checkpoint_every_n_steps")
+    if every_n_steps:  # last.ckpt mid-epoch as well; both callbacks write that one file
+        callbacks += [
+            StepCheckpoint(run_dir / "checkpoints", int(every_n_steps)),
+            ResumedEpochSchedulers(),
+        ]
     options = dict(config["trainer"])
     if config.get("dtype") == "float64":
         options.setdefault("precision", "64-true")
@@ -118,7 +126,7 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
                 AppendingCSVLogger(run_dir, name="", version=""),
                 TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
             ],
-            callbacks=[checkpoints, LearningRateMonitor("epoch")],
+            callbacks=[*callbacks, LearningRateMonitor("epoch")],
             plugins=[AtomicCheckpointIO()],
             inference_mode=False,  # forces need gradients during validation and test
             use_distributed_sampler=False,  # the datamodule shards batches itself, no duplicates
@@ -129,12 +137,10 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
         raise ConfigError(f"bad trainer settings: {error}") from error
 
 
-def train(config: dict[str, Any]) -> dict[str, float]:
-    """Train, test the best checkpoint, write plots and metrics; return the test metrics."""
-    import lightning as L
-
-    from molfold.data.datamodule import AtomicDataModule, is_primary_process
-    from molfold.train.plots import learning_curves, parity_plot
+def prepare_run_dir(config: dict[str, Any]) -> Path:
+    """Create (or, with ``resume``, reopen) the run directory and write config and versions
+    (primary process only); return the run directory."""
+    from molfold.data.datamodule import is_primary_process
 
     run_dir = _run_dir(config)
     primary = is_primary_process()
@@ -153,26 +159,30 @@ def train(config: dict[str, Any]) -> dict[str, float]:
         os.environ[RUN_DIR_VARIABLE] = str(run_dir)
         _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         _write_text(run_dir / "versions.json", json.dumps(_versions(), indent=2))
+    return run_dir
 
+
+def train(config: dict[str, Any]) -> dict[str, float]:
+    """Train, test the best checkpoint, write plots and metrics; return the test metrics."""
+    import lightning as L
+
+    from molfold.data.datamodule import AtomicDataModule
+    from molfold.models.registry import CONFORMER_MODELS
+    from molfold.train.plots import learning_curves, parity_plot
+
+    if config["model"]["name"] in CONFORMER_MODELS:
+        from molfold.train.conformer_run import train_conformers
+
+        return train_conformers(config)
+    run_dir = prepare_run_dir(config)
     seed = int(config.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = AtomicDataModule(config["data"], float(config["model"]["r_max"]), run_dir, seed)
     datamodule.setup()
     task = build_task(config, datamodule.statistics)
     trainer = build_trainer(config, run_dir)
-    if primary:
-        sizes = " / ".join(f"{len(datamodule.split[k])} {k}" for k in ("train", "val", "test"))
-        print(f"molfold train: {sizes} structures from {config['data']['path']}")
-        print(f"run directory: {run_dir}")
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if config.get("resume") else None)
-
-    best = trainer.checkpoint_callback.best_model_path or str(last)
-    trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
-    metrics = task.test_metrics
+    metrics, best = fit_and_test(trainer, task, datamodule, config, run_dir, "structures")
     if trainer.is_global_zero:
-        title = f"Test metrics ({len(datamodule.split['test'])} structures, {Path(best).name})"
-        print(format_table(metrics, title))
-        _write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))
         predictions = {k: torch.cat(v).numpy() for k, v in task.test_predictions.items()}
         parity_plot(
             predictions["energy"],
@@ -184,6 +194,32 @@ def train(config: dict[str, Any]) -> dict[str, float]:
         if (run_dir / "metrics.csv").exists():
             learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png")
     return metrics
+
+
+def fit_and_test(
+    trainer, task, datamodule, config: dict[str, Any], run_dir: Path, what: str, units=None
+) -> tuple[dict[str, float], str]:
+    """Fit (resuming from ``last.ckpt`` with ``resume=true``), test the best checkpoint, print
+    the test table and write ``test_metrics.json``; return the metrics and the best checkpoint.
+
+    ``what`` names the split's items in messages ("structures", "molecules"); ``units`` maps
+    metric names to units for the table.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero:
+        sizes = " / ".join(f"{len(datamodule.split[k])} {k}" for k in ("train", "val", "test"))
+        source = config["data"].get("path") or config["data"].get("format")
+        print(f"molfold train: {sizes} {what} from {source}")
+        print(f"run directory: {run_dir}")
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if config.get("resume") else None)
+    best = trainer.checkpoint_callback.best_model_path or str(last)
+    trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+    metrics = task.test_metrics
+    if trainer.is_global_zero:
+        title = f"Test metrics ({len(datamodule.split['test'])} {what}, {Path(best).name})"
+        print(format_table(metrics, title, units))
+        _write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))
+    return metrics, best
 
 
 def _evaluation_indices(config: dict[str, Any], num_structures: int) -> tuple[np.ndarray, str]:

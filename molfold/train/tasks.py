@@ -65,7 +65,11 @@ class PotentialTask(L.LightningModule):
             self.log(f"train/{name}_mse", value, batch_size=batch.num_graphs)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Step, then update the EMA: inside the step, so that a checkpoint written by a callback
+        at the end of this batch already holds the updated average (callbacks' batch-end hooks
+        run before the module's own)."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update()
 

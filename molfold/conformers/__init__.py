@@ -1,0 +1,1 @@
+"""Conformers: metrics (D-MAE, D-RMSE, C-RMSD) and prediction from SMILES."""

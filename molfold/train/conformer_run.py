@@ -1,0 +1,44 @@
+"""``molfold train`` for conformer models (ReBind): the run directory of :mod:`molfold.train.run`
+with ``split.npz``, checkpoints (best on validation D-MAE), ``metrics.csv``, a learning curve and
+``test_metrics.json`` (D-MAE, D-RMSE, C-RMSD in Angstrom)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from molfold.train.run import build_trainer, fit_and_test, prepare_run_dir
+
+UNITS = {"d_mae": "A", "d_rmse": "A", "c_rmsd": "A"}
+
+
+def train_conformers(config: dict[str, Any]) -> dict[str, float]:
+    """Train a conformer model, test its best checkpoint; return the test metrics."""
+    import lightning as L
+
+    from molfold.data.conformer_data import ConformerDataModule
+    from molfold.models.registry import build_conformer_model
+    from molfold.train.conformer_task import ConformerTask
+    from molfold.train.plots import CONFORMER_CURVES, learning_curves
+
+    run_dir = prepare_run_dir(config)
+    seed = int(config.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = ConformerDataModule(config["data"], run_dir, seed)
+    datamodule.setup()
+    hparams = {k: v for k, v in config["model"].items() if k != "name"}
+    network = build_conformer_model(
+        config["model"]["name"], hparams, config.get("dtype", "float32")
+    )
+    elements = sorted({int(k) for g in datamodule.subset("train") for k in g.z.unique()})
+    training_data = {
+        "data": config["data"].get("name", config["data"]["format"]),
+        "elements": elements,
+    }
+    task = ConformerTask(
+        network, config["optim"], bool(config.get("test_c_rmsd", True)), training_data
+    )
+    trainer = build_trainer(config, run_dir)
+    metrics, _ = fit_and_test(trainer, task, datamodule, config, run_dir, "molecules", UNITS)
+    if trainer.is_global_zero and (run_dir / "metrics.csv").exists():
+        learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png", CONFORMER_CURVES)
+    return metrics

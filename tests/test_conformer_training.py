@@ -1,0 +1,94 @@
+"""`molfold train model=rebind` end to end on the shipped GEOM-format set, and conformer data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molfold.cli import main
+from molfold.data.conformer_data import qm9_conformer_graphs
+from molfold.data.molgraph import ATOM_FEATURE_CATEGORIES, graph_to_mol
+from molfold.models.rebind import ReBind
+from molfold.models.registry import load_model
+
+from .conftest import DATA
+
+TINY = [
+    "model=rebind",
+    "data=geom",
+    "model.d_model=32",
+    "model.num_heads=4",
+    "model.d_ffn=64",
+    "model.num_encoder_layers=1",
+    "model.num_decoder_layers=1",
+    "data.batch_size=8",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="module")
+def conformer_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("rebind")
+    assert main(["train", f"run_dir={run_dir}", *TINY]) == 0
+    return run_dir
+
+
+def test_training_writes_metrics_and_a_loadable_model(conformer_run, tmp_path):
+    metrics = json.loads((conformer_run / "test_metrics.json").read_text())
+    assert set(metrics) == {"d_mae", "d_rmse", "c_rmsd"}
+    assert metrics["d_rmse"] >= metrics["d_mae"] > 0 and metrics["c_rmsd"] > 0
+    split = np.load(conformer_run / "split.npz")
+    assert [len(split[k]) for k in ("train", "val", "test")] == [19, 2, 3]  # 24 molecules
+    model = load_model(conformer_run / "checkpoints" / "best.ckpt")
+    assert isinstance(model, ReBind) and not model.training
+    assert model.training_data["data"] == "geom"
+    assert set(model.training_data["elements"]) <= {1, 6, 7, 8, 9, 16, 17}
+    output = tmp_path / "out.sdf"
+    ckpt = conformer_run / "checkpoints" / "best.ckpt"
+    assert main(["predict", "smiles=CCO", f"output={output}", f"ckpt={ckpt}"]) == 0
+    assert output.is_file()
+
+
+def test_pickled_geom_needs_the_opt_in(tmp_path, capsys):
+    folder = DATA / "geom_xtb" / "rdkit_folder"
+    code = main(["train", f"run_dir={tmp_path / 'run'}", *TINY, f"data.path={folder}"])
+    assert code == 2
+    assert "allow_pickle" in capsys.readouterr().err
+    run = tmp_path / "run2"
+    args = ["train", f"run_dir={run}", *TINY, f"data.path={folder}", "data.allow_pickle=true"]
+    assert main([*args, "trainer.max_epochs=1"]) == 0
+
+
+def test_qm9_conformer_graphs_keep_charges_and_bonds(tmp_path):
+    graphs = qm9_conformer_graphs(max_molecules=300, cache_dir=tmp_path)
+    by_name = {g.name: g for g in graphs}
+    zwitterion = by_name["gdb_271"]  # [NH3+]CCC([O-])=O in QM9
+    charges = [ATOM_FEATURE_CATEGORIES[3][k] for k in zwitterion.atom_features[:, 3].tolist()]
+    assert sorted(c for c in charges if c) == [-1, 1]
+    mol = graph_to_mol(zwitterion)
+    assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.CanonSmiles("[NH3+]CCC([O-])=O")
+    # tetrahedral stereocentres carry the chirality of the DFT geometry
+    chiral = [g for g in graphs if (g.atom_features[:, 1] > 0).any()]
+    assert len(chiral) > 10
+    for graph in chiral[:10]:
+        mol = graph_to_mol(graph)
+        from_3d = Chem.Mol(mol)
+        Chem.AssignStereochemistryFrom3D(from_3d)
+        Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
+        assert Chem.MolToSmiles(mol) == Chem.MolToSmiles(from_3d), graph.name
+    # every bond of every molecule is at a bonding distance in the DFT geometry
+    for graph in graphs:
+        i, j = graph.bond_index
+        lengths = (graph.pos[i] - graph.pos[j]).norm(dim=-1)
+        assert lengths.max() < 1.9, graph.name
+    # the cache gives back the same graphs
+    again = qm9_conformer_graphs(max_molecules=300, cache_dir=tmp_path)
+    assert len(again) == len(graphs)
+    for a, b in zip(graphs[:20], again[:20]):
+        assert torch.equal(a.atom_features, b.atom_features) and torch.equal(a.pos, b.pos)

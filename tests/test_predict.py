@@ -1,0 +1,127 @@
+"""`molfold predict` and `predict_conformers`: SDF output, bad input, refinement, shipped model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rdkit import Chem
+
+from molfold.cli import main
+from molfold.conformers.predict import default_model_path
+from molfold.data.molgraph import InvalidMoleculeError
+from molfold.errors import ConfigError
+from molfold.models.registry import atomic_save, build_conformer_model, conformer_payload
+
+TINY = dict(d_model=32, num_heads=4, d_ffn=64, num_encoder_layers=1, num_decoder_layers=1)
+SMILES = {"paracetamol": "CC(=O)Nc1ccc(O)cc1", "ethanol": "CCO", "pyridine": "c1ccncc1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    network = build_conformer_model("rebind", TINY)
+    path = tmp_path_factory.mktemp("model") / "rebind.ckpt"
+    atomic_save(
+        {"molfold": conformer_payload(network, {"data": "test", "elements": [1, 6, 7, 8]})}, path
+    )
+    return path
+
+
+def _same_graph(mol, smiles: str) -> bool:
+    return Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.CanonSmiles(smiles)
+
+
+def test_predict_file_writes_valid_sdf_and_reports_bad_lines(tiny_ckpt, tmp_path, capsys):
+    lines = [f"{s} {name}" for name, s in SMILES.items()]
+    lines.insert(1, "C1CC(broken ring_and_paren")
+    lines.append("C[Sn](C)(C)C tetramethyltin")  # tin: no Lennard-Jones parameters
+    lines.insert(2, "# a comment")
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out.sdf"
+    code = main(
+        ["predict", f"input={source}", f"output={output}", f"ckpt={tiny_ckpt}", "num_conformers=2"]
+    )
+    assert code == 1  # two lines failed ...
+    err = capsys.readouterr().err
+    assert f"{source}:2: invalid SMILES" in err  # ... named with its line number
+    assert f"{source}:6: elements [50]" in err
+    records = [m for m in Chem.SDMolSupplier(str(output), removeHs=False)]
+    assert len(records) == 2 * len(SMILES)  # ... and every other molecule was written
+    for mol in records:
+        name = mol.GetProp("_Name")
+        assert _same_graph(mol, SMILES[name])
+        assert mol.GetProp("input_smiles") == SMILES[name]
+        assert mol.GetProp("molfold_model").startswith("rebind")
+        assert mol.GetProp("molfold_refine") == "none"
+        assert any(a.GetAtomicNum() == 1 for a in mol.GetAtoms())  # hydrogens kept
+        assert mol.GetConformer().Is3D()
+    first, second = records[0].GetConformer(), records[1].GetConformer()
+    # two predictions of one molecule differ (random eigenvector signs)
+    assert abs(first.GetPositions() - second.GetPositions()).max() > 1e-3
+
+
+def test_predict_one_smiles_with_mmff_refinement(tiny_ckpt, tmp_path):
+    output = tmp_path / "one.sdf"
+    code = main(
+        [
+            "predict",
+            "smiles=CC(=O)Nc1ccc(O)cc1",
+            "name=paracetamol",
+            f"output={output}",
+            f"ckpt={tiny_ckpt}",
+            "refine=mmff",
+        ]
+    )
+    assert code == 0
+    (mol,) = Chem.SDMolSupplier(str(output), removeHs=False)
+    assert mol.GetProp("_Name") == "paracetamol" and mol.GetProp("molfold_refine") == "mmff"
+    # MMFF leaves C-H bonds near 1.09 A whatever the model predicted
+    conformer = mol.GetConformer()
+    for bond in mol.GetBonds():
+        atoms = {bond.GetBeginAtom().GetSymbol(), bond.GetEndAtom().GetSymbol()}
+        if atoms == {"C", "H"}:
+            length = (
+                conformer.GetAtomPosition(bond.GetBeginAtomIdx())
+                - conformer.GetAtomPosition(bond.GetEndAtomIdx())
+            ).Length()
+            assert 1.07 < length < 1.11
+
+
+def test_python_api_and_errors(tiny_ckpt):
+    from molfold import predict_conformers
+
+    mols = predict_conformers(list(SMILES.values()), ckpt=tiny_ckpt, num_conformers=3)
+    assert [m.GetNumConformers() for m in mols] == [3, 3, 3]
+    assert all(_same_graph(m, s) for m, s in zip(mols, SMILES.values()))
+    with pytest.raises(InvalidMoleculeError, match="invalid SMILES"):
+        predict_conformers("C1CC", ckpt=tiny_ckpt)
+    with pytest.raises(ConfigError, match="refine"):
+        predict_conformers("CCO", ckpt=tiny_ckpt, refine="uff-please")
+    with pytest.raises(ConfigError, match="num_conformers"):
+        predict_conformers("CCO", ckpt=tiny_ckpt, num_conformers=0)
+
+
+def test_predict_needs_exactly_one_input(tiny_ckpt, tmp_path, capsys):
+    assert main(["predict", f"output={tmp_path / 'x.sdf'}", f"ckpt={tiny_ckpt}"]) == 2
+    assert "exactly one of smiles" in capsys.readouterr().err
+    missing = tmp_path / "missing.smi"
+    assert main(["predict", f"input={missing}", f"output={tmp_path / 'x.sdf'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x.sdf").exists()
+
+
+@pytest.mark.skipif(not default_model_path().is_file(), reason="shipped model not built yet")
+def test_shipped_model_predicts_sensible_geometry():
+    from molfold import predict_conformers
+
+    mol = predict_conformers("CC(=O)Nc1ccc(O)cc1")
+    conformer = mol.GetConformer()
+    lengths = [
+        (
+            conformer.GetAtomPosition(b.GetBeginAtomIdx())
+            - conformer.GetAtomPosition(b.GetEndAtomIdx())
+        ).Length()
+        for b in mol.GetBonds()
+    ]
+    assert min(lengths) > 0.9 and max(lengths) < 1.7  # bonded atoms at bonding distances
