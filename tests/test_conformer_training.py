@@ -55,6 +55,20 @@ def test_training_writes_metrics_and_a_loadable_model(conformer_run, tmp_path):
     assert output.is_file()
 
 
+def test_eval_reproduces_the_test_metrics(conformer_run, tmp_path):
+    output = tmp_path / "eval.json"
+    ckpt = conformer_run / "checkpoints" / "best.ckpt"
+    assert main(["eval", f"ckpt={ckpt}", "data=geom", f"output={output}"]) == 0
+    evaluated = json.loads(output.read_text())
+    tested = json.loads((conformer_run / "test_metrics.json").read_text())
+    assert evaluated == pytest.approx(tested, rel=1e-5)
+
+
+def test_potential_models_refuse_conformer_data(tmp_path, capsys):
+    assert main(["train", f"run_dir={tmp_path}", "data=qm9"]) == 2
+    assert "model=rebind" in capsys.readouterr().err
+
+
 def test_pickled_geom_needs_the_opt_in(tmp_path, capsys):
     folder = DATA / "geom_xtb" / "rdkit_folder"
     code = main(["train", f"run_dir={tmp_path / 'run'}", *TINY, f"data.path={folder}"])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rdkit import Chem
 
 from molfold.cli import main
-from molfold.conformers.predict import default_model_path
-from molfold.data.molgraph import InvalidMoleculeError
-from molfold.errors import ConfigError
+from molfold.conformers.predict import default_model_path, read_smiles_file
+from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
+from molfold.errors import ConfigError, DataError
 from molfold.models.registry import atomic_save, build_conformer_model, conformer_payload
 
 TINY = dict(d_model=32, num_heads=4, d_ffn=64, num_encoder_layers=1, num_decoder_layers=1)
@@ -125,3 +127,20 @@ def test_shipped_model_predicts_sensible_geometry():
         for b in mol.GetBonds()
     ]
     assert min(lengths) > 0.9 and max(lengths) < 1.7  # bonded atoms at bonding distances
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blob=st.binary(max_size=512))
+def test_garbage_smiles_files_give_molfold_errors(tmp_path_factory, blob):
+    path = tmp_path_factory.mktemp("smi") / "garbage.smi"
+    path.write_bytes(blob)
+    try:
+        molecules = read_smiles_file(path)
+    except DataError as error:
+        assert str(path) in str(error)
+        return
+    for item in molecules:  # every line either parses or names itself in the error
+        try:
+            smiles_to_graph(item.smiles, item.name, item.where)
+        except InvalidMoleculeError as error:
+            assert item.where in str(error)

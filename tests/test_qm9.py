@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from molfold.data import qm9
 from molfold.errors import DataError
@@ -186,9 +188,9 @@ def test_zwitterions_keep_their_charges():
     found = molecules(271, 282)
     for index, (z, pos, smiles) in found.items():
         assert "+" in smiles and "-" in smiles
-        for given in (smiles, ""):
-            mol, code = qm9.geometry_graph(z, pos, given)
-            assert code == (1 if given else 2), index
+        for template in (smiles, ""):
+            mol, code = qm9.geometry_graph(z, pos, template)
+            assert code == (1 if template else 2), index
             check_valid(mol, index)
             charges = sorted(a.GetFormalCharge() for a in mol.GetAtoms() if a.GetFormalCharge())
             assert charges == [-1, 1], index
@@ -359,6 +361,49 @@ def test_truncated_qm9pack_raises(tmp_path):
     (tmp_path / "qm9_part1.csv").write_text("".join(bad))
     with pytest.raises(DataError, match="InternalEnergy_0K_au"):
         qm9.read_qm9pack(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def raw_files(tmp_path_factory, sample_data) -> dict[str, bytes]:
+    """The three raw-layout files of 5 molecules, as bytes."""
+    folder = tmp_path_factory.mktemp("raw_bytes")
+    write_raw_layout(folder, sample_data[:5])
+    return {name: (folder / name).read_bytes() for name in qm9.RAW_FILES}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_garbage_in_any_source_file_raises_data_error(tmp_path_factory, raw_files, data):
+    """Random bytes, or a valid file with a random patch, in one raw-layout file or a qm9pack CSV:
+    the reader returns consistent molecules or raises DataError, never anything else."""
+    layout = data.draw(st.sampled_from(["raw", "qm9pack"]), label="layout")
+    folder = tmp_path_factory.mktemp("garbage")
+    if layout == "raw":
+        files = dict(raw_files)
+        victim = data.draw(st.sampled_from(qm9.RAW_FILES), label="file")
+    else:
+        with open(QM9PACK / "qm9_part1.csv", "rb") as handle:
+            files = {"qm9_part1.csv": b"".join(next(handle) for _ in range(4))}
+        header = files["qm9_part1.csv"].split(b"\n")[0] + b"\n"
+        files.update({name: header for name in qm9.QM9PACK_FILES[1:]})
+        victim = "qm9_part1.csv"
+    if data.draw(st.booleans(), label="random"):
+        files[victim] = data.draw(st.binary(max_size=1024), label="bytes")
+    else:
+        blob = bytearray(files[victim])
+        start = data.draw(st.integers(0, len(blob) - 1), label="start")
+        patch = data.draw(st.binary(min_size=1, max_size=16), label="patch")
+        blob[start : start + len(patch)] = patch
+        files[victim] = bytes(blob)
+    for name, blob in files.items():
+        (folder / name).write_bytes(blob)
+    try:
+        tensors = qm9.read_raw(folder) if layout == "raw" else qm9.read_qm9pack(folder)
+    except DataError:
+        return
+    assert len(tensors["idx"]) == len(tensors["n_atoms"]) > 0
+    assert tensors["pos"].shape == (int(tensors["n_atoms"].sum()), 3)
+    assert torch.isfinite(tensors["pos"]).all()
 
 
 # --------------------------------------------------------------------------- cache and split

@@ -149,18 +149,26 @@ def load_conformer_graphs(config: dict[str, Any]) -> list[Data]:
 
 
 def conformer_split(n: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Train / val / test indices: sizes ``n_train``, ``n_val`` (None: the paper's 110,000 and
-    10,000 for QM9; 80 % and 10 % otherwise) and the rest, from ``split_seed``."""
+    """Train / val / test indices from ``split_seed``: ``n_train``, ``n_val`` and the rest (at
+    most ``n_test``). Sizes left None: the paper's 110,000 / 10,000 for full QM9, GEOM's
+    80 / 10 / 10 % (:func:`~molfold.data.geom_drugs.geom_split`), else 80 / 10 %."""
+    from molfold.data.geom_drugs import geom_split
     from molfold.data.qm9 import qm9_split
 
     n_train, n_val = config.get("n_train"), config.get("n_val")
+    seed = int(config.get("split_seed", 0))
+    if (n_train is None or n_val is None) and config.get("format") == "geom":
+        split = geom_split(n, seed)
+        if config.get("n_test") is not None:
+            split["test"] = split["test"][: int(config["n_test"])]
+        return split
     if n_train is None or n_val is None:
         if config.get("format") == "qm9" and n >= 120_000:
             n_train, n_val = 110_000, 10_000
         else:
             n_train, n_val = int(0.8 * n), int(0.1 * n)
     try:
-        parts = qm9_split(n, int(config.get("split_seed", 0)), int(n_train), int(n_val))
+        parts = qm9_split(n, seed, int(n_train), int(n_val))
     except ValueError as error:
         raise ConfigError(f"data: {error}") from None
     n_test = config.get("n_test")

@@ -54,6 +54,11 @@ def shipped_data(name: str) -> str:
 def load_structures(data_config: dict[str, Any], r_max: float) -> list[Data]:
     """Graphs of every structure in the file that ``data_config`` names, in file order."""
     fmt, path = data_config.get("format"), data_config.get("path")
+    if fmt in ("qm9", "geom"):
+        raise ConfigError(
+            f"data={fmt} holds ground-state conformers without energies and forces: train a "
+            "conformer model on it (model=rebind), or a potential on md17 or ase data"
+        )
     if path is None:
         raise ConfigError("data.path is not set: give the dataset file, e.g. data.path=aspirin.npz")
     if not Path(path).exists():

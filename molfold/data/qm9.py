@@ -348,7 +348,8 @@ class _Columns:
 def _qm9pack_rows(folder: Path) -> Iterator[tuple[str, dict]]:
     for name in QM9PACK_FILES:
         path = folder / name
-        with open(path, newline="") as handle:
+        # undecodable bytes become U+FFFD and then fail as bad values, naming their line
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
             reader = csv.reader(handle)
             try:
                 header = next(reader)
@@ -413,7 +414,7 @@ def read_raw(folder: str | os.PathLike, max_molecules: int | None = None) -> dic
     skip = set(read_uncharacterized(unchar).tolist())
 
     properties: dict[int, dict] = {}
-    with open(table, newline="") as handle:
+    with open(table, newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or "mol_id" not in header:
@@ -432,15 +433,23 @@ def read_raw(folder: str | os.PathLike, max_molecules: int | None = None) -> dic
             }
 
     columns = _Columns()
-    supplier = Chem.SDMolSupplier(str(sdf), removeHs=False, sanitize=False)
-    for position in range(len(supplier)):
+    try:
+        supplier = Chem.SDMolSupplier(str(sdf), removeHs=False, sanitize=False)
+        num_blocks = len(supplier)
+    except OSError as error:  # RDKit's message for a file it cannot parse at all
+        raise DataError(f"{sdf}: not an SD file ({error})") from None
+    for position in range(num_blocks):
         if max_molecules is not None and len(columns.idx) >= max_molecules:
             break
         where = f"{sdf} molecule {position + 1}"
         mol = supplier[position]
-        if mol is None:
+        if mol is None or mol.GetNumConformers() == 0 or mol.GetNumAtoms() == 0:
             raise DataError(f"{where}: unreadable molfile block (corrupt or truncated)")
-        idx = _gdb_index(mol.GetProp("_Name") if mol.HasProp("_Name") else "", where)
+        try:
+            name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+        except UnicodeDecodeError:
+            raise DataError(f"{where}: molecule name is not UTF-8 text") from None
+        idx = _gdb_index(name, where)
         if idx in skip:
             continue
         if idx not in properties:

@@ -199,7 +199,7 @@ class ReBind(nn.Module):
         h = self.embedding(features)
         d = h.shape[-1]
         pe = self._positional_encoding(bonded.to(dtype), mask, d, generator)
-        h = torch.cat([h[..., : pe.shape[-1]] + pe, h[..., pe.shape[-1] :]], dim=-1)
+        h = _with_encoding(h, pe)
         adjacency = [bonded.to(dtype)]
         for block in self.encoder:
             h = block(h, mask, adjacency)
@@ -213,7 +213,7 @@ class ReBind(nn.Module):
             attraction = repulsion = torch.zeros_like(bonded, dtype=dtype)
 
         if self.decoder_kind == "paper":
-            h = torch.cat([encoded[..., : pe.shape[-1]] + pe, encoded[..., pe.shape[-1] :]], -1)
+            h = _with_encoding(encoded, pe)  # the reference adds the encoding again here
             adjacency = [bonded.to(dtype), attraction, repulsion]
             for block in self.decoder:
                 h = block(h, mask, adjacency)
@@ -227,6 +227,12 @@ class ReBind(nn.Module):
             "num_attractive": (attraction != 0).sum((1, 2)),
             "num_repulsive": (repulsion != 0).sum((1, 2)),
         }
+
+
+def _with_encoding(h: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    """Add the positional encoding [B, N, k] to the first k channels of h [B, N, d] (k <= d)."""
+    k = pe.shape[-1]
+    return torch.cat([h[..., :k] + pe, h[..., k:]], dim=-1)
 
 
 def _centred(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,16 @@ with ``split.npz``, checkpoints (best on validation D-MAE), ``metrics.csv``, a l
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from molfold.train.run import build_trainer, fit_and_test, prepare_run_dir
+from molfold.train.run import (
+    _evaluation_indices,
+    build_trainer,
+    fit_and_test,
+    prepare_run_dir,
+    report_metrics,
+)
 
 UNITS = {"d_mae": "A", "d_rmse": "A", "c_rmsd": "A"}
 
@@ -41,4 +48,34 @@ def train_conformers(config: dict[str, Any]) -> dict[str, float]:
     metrics, _ = fit_and_test(trainer, task, datamodule, config, run_dir, "molecules", UNITS)
     if trainer.is_global_zero and (run_dir / "metrics.csv").exists():
         learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png", CONFORMER_CURVES)
+    return metrics
+
+
+def evaluate_conformers(config: dict[str, Any], model) -> dict[str, float]:
+    """``molfold eval`` of a conformer checkpoint: D-MAE, D-RMSE and C-RMSD (Angstrom) on the
+    molecules of ``config["data"]`` (the checkpoint run's test split by default)."""
+    import torch
+    from torch_geometric.loader import DataLoader
+    from tqdm import tqdm
+
+    from molfold.conformers.metrics import c_rmsd, distance_errors, metrics_from_sums
+    from molfold.data.conformer_data import load_conformer_graphs
+    from molfold.data.molgraph import graph_to_mol
+
+    graphs = load_conformer_graphs(config["data"])
+    indices, description = _evaluation_indices(config, len(graphs))
+    device = config.get("device", "cpu")
+    loader = DataLoader([graphs[i] for i in indices], batch_size=int(config.get("batch_size", 32)))
+    sums, rmsd = torch.zeros(3, dtype=torch.float64), []
+    for batch in tqdm(loader, desc="evaluating", unit="batch"):
+        with torch.no_grad():
+            pos = model(batch.to(device))["pos"].double().cpu()
+        batch = batch.cpu()
+        sums += distance_errors(pos, batch.pos, batch.batch)
+        for m, graph in enumerate(batch.to_data_list()):
+            rmsd.append(c_rmsd(graph_to_mol(graph, pos[batch.batch == m]), graph_to_mol(graph)))
+    metrics = {**metrics_from_sums(sums), "c_rmsd": sum(rmsd) / len(rmsd)}
+    source = config["data"].get("path") or config["data"]["format"]
+    title = f"{Path(config['ckpt']).name} on {source} ({len(indices)} molecules, {description})"
+    report_metrics(metrics, title, config.get("output"), UNITS)
     return metrics

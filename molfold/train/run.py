@@ -242,10 +242,14 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     from tqdm import tqdm
 
     from molfold.data.datamodule import load_structures
-    from molfold.models.registry import load_model
+    from molfold.models.registry import CONFORMER_MODELS, load_model
     from molfold.train.metrics import ErrorAccumulator
 
     potential = load_model(config["ckpt"], device=config.get("device", "cpu"))
+    if potential.config["model"] in CONFORMER_MODELS:
+        from molfold.train.conformer_run import evaluate_conformers
+
+        return evaluate_conformers(config, potential)
     structures = load_structures(config["data"], potential.r_max)
     indices, description = _evaluation_indices(config, len(structures))
     loader = DataLoader(
@@ -257,9 +261,14 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
         errors.add_batch(potential(batch), batch)
     metrics = errors.compute()
     source = f"{config['data']['path']} ({len(indices)} structures, {description})"
-    print(format_table(metrics, f"{Path(config['ckpt']).name} on {source}"))
-    if config.get("output"):
-        output = Path(config["output"])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        _write_text(output, json.dumps(metrics, indent=2))
+    report_metrics(metrics, f"{Path(config['ckpt']).name} on {source}", config.get("output"))
     return metrics
+
+
+def report_metrics(metrics: dict[str, float], title: str, output: str | None, units=None) -> None:
+    """Print ``metrics`` as a table and, if ``output`` is given, write them there as JSON."""
+    print(format_table(metrics, title, units))
+    if output:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_text(path, json.dumps(metrics, indent=2))
