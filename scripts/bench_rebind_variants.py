@@ -1,7 +1,7 @@
 """Which ReBind variant is better? The paper's decoder vs molfold's e3nn equivariant decoder, each
 with and without the Lennard-Jones rewiring, trained identically on a slice of QM9.
 
-    python scripts/bench_rebind_variants.py [--train 10000] [--epochs 3] [--out runs/bench_rebind_variants.json]
+    python scripts/bench_rebind_variants.py [--train 10000] [--epochs 3] [--out FILE.json]
 
 Every variant sees the same molecules in the same order (seed 0, QM9 paper split, the first
 ``--train`` training molecules, 1,000 validation and ``--test`` test molecules) for the same number

@@ -41,7 +41,7 @@ def conformer_run(tmp_path_factory):
 
 def test_training_writes_metrics_and_a_loadable_model(conformer_run, tmp_path):
     metrics = json.loads((conformer_run / "test_metrics.json").read_text())
-    assert set(metrics) == {"d_mae", "d_rmse", "c_rmsd"}
+    assert set(metrics) == {"d_mae", "d_rmse", "c_rmsd", "c_rmsd_stereo"}
     assert metrics["d_rmse"] >= metrics["d_mae"] > 0 and metrics["c_rmsd"] > 0
     split = np.load(conformer_run / "split.npz")
     assert [len(split[k]) for k in ("train", "val", "test")] == [19, 2, 3]  # 24 molecules

@@ -92,6 +92,11 @@ def test_rewiring_keeps_top_k_by_force_and_splits_by_sign():
     torch.testing.assert_close(attraction, expected_attraction)
     torch.testing.assert_close(repulsion, expected_repulsion)
     assert not (attraction.bool() & bonded).any() and not (repulsion.bool() & bonded).any()
+    # a fixed K of 1: each atom keeps only its strongest non-bonded partner (none for C1)
+    attraction, repulsion = force_based_rewiring(distance, z, bonded, mask, top_k=1)
+    kept = (attraction - repulsion)[0]
+    assert kept.sum(-1).tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert kept[0, 2] == kept[2, 0] == 1  # C0-C2 at 2.0 A pushes hardest
 
 
 def test_rewiring_is_applied_and_changes_the_output():

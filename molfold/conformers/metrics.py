@@ -82,3 +82,14 @@ def kabsch_rmsd(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     fix = torch.diag(torch.stack([sign.new_ones(()), sign.new_ones(()), sign]))
     rotation = u @ fix @ vt
     return ((p @ rotation - q) ** 2).sum(-1).mean().sqrt()
+
+
+def c_rmsd_pair(graph, predicted: torch.Tensor) -> tuple[float, float]:
+    """C-RMSD of ``predicted`` [N, 3] against ``graph.pos``: as predicted, and after the
+    mirror-image correction of :func:`molfold.conformers.stereo.match_stereocentres`."""
+    from molfold.conformers.stereo import match_stereocentres
+    from molfold.data.molgraph import graph_to_mol
+
+    reference, prediction = graph_to_mol(graph), graph_to_mol(graph, predicted)
+    raw = c_rmsd(prediction, reference)
+    return raw, c_rmsd(prediction, reference) if match_stereocentres(prediction) else raw

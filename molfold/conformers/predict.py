@@ -1,15 +1,24 @@
 """SMILES -> 3D conformers with a trained conformer model (ReBind), optionally relaxed.
 
+Each prediction is replaced by its mirror image when that matches more of the stereocentres the
+SMILES specifies (:mod:`molfold.conformers.stereo`): the model is trained on distances, which do
+not tell enantiomers apart.
+
 ``predict_conformers`` is the Python API; ``molfold predict`` (see :func:`predict_to_sdf`) writes
 SDF. Each molecule gets ``num_conformers`` predictions: the first with the model's canonical
 Laplacian encoding, the others with random eigenvector signs (the symmetry ReBind is trained to
 ignore), which is where their diversity comes from. ``refine`` relaxes every prediction:
 
 * ``none``: the model's coordinates;
-* ``mmff``: RDKit's MMFF94 (``MMFFOptimizeMolecule``, up to 2,000 steps);
+* ``mmff`` (the default): RDKit's MMFF94 (``MMFFOptimizeMolecule``, up to 2,000 steps; a
+  molecule MMFF94 has no parameters for is kept as predicted and flagged as not converged);
 * ``xtb``: GFN2-xTB through tblite's ASE calculator and ASE's BFGS (fmax 0.05 eV/A, 500 steps);
 * a path to a molfold potential checkpoint: that potential through
   :class:`~molfold.calculator.MolfoldCalculator` and BFGS (same limits).
+
+Each refined conformer records whether the relaxation converged (conformer property
+``refine_converged``; SDF field ``molfold_refine_converged``); one that did not is kept as it is
+and reported.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from pathlib import Path
 import torch
 from torch_geometric.data import Batch
 
+from molfold.conformers.stereo import match_stereocentres
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError, MissingFileError, UnknownElementError
 
@@ -83,7 +93,7 @@ def load_conformer_model(ckpt: str | os.PathLike | None = None, device: str = "c
     return model
 
 
-def _set_positions(mol, positions) -> None:
+def _set_positions(mol, positions) -> int:
     from rdkit import Chem
     from rdkit.Geometry import Point3D
 
@@ -91,10 +101,10 @@ def _set_positions(mol, positions) -> None:
     for i, (x, y, z) in enumerate(positions.tolist()):
         conformer.SetAtomPosition(i, Point3D(x, y, z))
     conformer.Set3D(True)
-    mol.AddConformer(conformer, assignId=True)
+    return mol.AddConformer(conformer, assignId=True)
 
 
-def _relax_with_ase(mol, conf_id: int, calculator) -> None:
+def _relax_with_ase(mol, conf_id: int, calculator) -> bool:
     from ase import Atoms
     from ase.optimize import BFGS
 
@@ -103,22 +113,24 @@ def _relax_with_ase(mol, conf_id: int, calculator) -> None:
         numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=conformer.GetPositions()
     )
     atoms.calc = calculator
-    BFGS(atoms, logfile=None).run(fmax=REFINE_FMAX, steps=REFINE_STEPS)
+    converged = BFGS(atoms, logfile=None).run(fmax=REFINE_FMAX, steps=REFINE_STEPS)
     for i, p in enumerate(atoms.positions):
         conformer.SetAtomPosition(i, p.tolist())
+    return bool(converged)
 
 
 def make_refiner(refine: str):
-    """``refine(mol, conf_id)``, relaxing one conformer in place (see the module docstring)."""
+    """``refine(mol, conf_id) -> converged``, relaxing one conformer in place (module docstring);
+    None for ``refine=none``."""
     if refine in ("none", "", None):
         return None
     if refine == "mmff":
         from rdkit.Chem import AllChem
 
-        def mmff(mol, conf_id: int) -> None:
+        def mmff(mol, conf_id: int) -> bool:
             if not AllChem.MMFFHasAllMoleculeParams(mol):
-                raise DataError("MMFF94 has no parameters for this molecule")
-            AllChem.MMFFOptimizeMolecule(mol, confId=conf_id, maxIters=2000)
+                return False  # kept unrefined, flagged and reported like an unconverged run
+            return AllChem.MMFFOptimizeMolecule(mol, confId=conf_id, maxIters=2000) == 0
 
         return mmff
     if refine == "xtb":
@@ -127,9 +139,11 @@ def make_refiner(refine: str):
         except ImportError:
             raise ConfigError("refine=xtb needs tblite: pip install 'molfold[xtb]'") from None
 
-        def xtb(mol, conf_id: int) -> None:
+        def xtb(mol, conf_id: int) -> bool:
             charge = sum(a.GetFormalCharge() for a in mol.GetAtoms())
-            _relax_with_ase(mol, conf_id, TBLite(method="GFN2-xTB", charge=charge, verbosity=0))
+            return _relax_with_ase(
+                mol, conf_id, TBLite(method="GFN2-xTB", charge=charge, verbosity=0)
+            )
 
         return xtb
     if Path(refine).is_file():
@@ -140,8 +154,8 @@ def make_refiner(refine: str):
         if not hasattr(potential, "r_max"):
             raise ConfigError(f"refine={refine} is a conformer model, not a potential")
 
-        def learned(mol, conf_id: int) -> None:
-            _relax_with_ase(mol, conf_id, MolfoldCalculator(potential))
+        def learned(mol, conf_id: int) -> bool:
+            return _relax_with_ase(mol, conf_id, MolfoldCalculator(potential))
 
         return learned
     raise ConfigError(
@@ -169,7 +183,7 @@ def predict(
     inputs: Iterable[MoleculeInput],
     model=None,
     num_conformers: int = 1,
-    refine: str = "none",
+    refine: str = "mmff",
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
@@ -225,7 +239,8 @@ def predict(
                 out = model(batch, generator=generator if k > 0 else None)
             pos = out["pos"].double().cpu()
             for m, (result, _) in enumerate(chunk):
-                _set_positions(result.mol, pos[batch.batch.cpu() == m])
+                conf_id = _set_positions(result.mol, pos[batch.batch.cpu() == m])
+                match_stereocentres(result.mol, conf_id)
             bar.update(len(chunk))
     bar.close()
 
@@ -233,7 +248,8 @@ def predict(
         for result, _ in tqdm(valid, desc=f"refining ({refine})", unit="mol", disable=not progress):
             try:
                 for conformer in result.mol.GetConformers():
-                    refiner(result.mol, conformer.GetId())
+                    converged = refiner(result.mol, conformer.GetId())
+                    conformer.SetBoolProp("refine_converged", bool(converged))
             except Exception as error:  # one molecule's failed relaxation must not stop the rest
                 result.error = f"{result.input.where}: refine={refine} failed: {error}"
     return results
@@ -243,7 +259,7 @@ def predict_conformers(
     smiles: str | Iterable[str],
     ckpt: str | os.PathLike | None = None,
     num_conformers: int = 1,
-    refine: str = "none",
+    refine: str = "mmff",
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = False,
@@ -288,6 +304,9 @@ def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: st
                 mol.SetProp("molfold_refine", refine)
                 for k, conformer in enumerate(mol.GetConformers()):
                     mol.SetIntProp("conformer_index", k)
+                    if conformer.HasProp("refine_converged"):
+                        converged = conformer.GetBoolProp("refine_converged")
+                        mol.SetIntProp("molfold_refine_converged", int(converged))
                     writer.write(mol, confId=conformer.GetId())
                     written += 1
         os.replace(tmp, path)
@@ -311,16 +330,29 @@ def predict_to_sdf(config: dict) -> int:
         items,
         model,
         int(config.get("num_conformers", 1)),
-        str(config.get("refine", "none")),
+        str(config.get("refine", "mmff")),
         int(config.get("batch_size", 64)),
         int(config.get("seed", 0)),
         progress=True,
     )
     name = f"{model.config['model']} ({model.source})"
-    written = write_sdf(results, config["output"], name, str(config.get("refine", "none")))
+    written = write_sdf(results, config["output"], name, str(config.get("refine", "mmff")))
     failed = [r for r in results if r.error]
     for result in failed:
         print(f"molfold predict: error: {result.error}", file=sys.stderr)
+    for result in results:
+        if result.mol is not None and not result.error:
+            stuck = [
+                c.GetId()
+                for c in result.mol.GetConformers()
+                if c.HasProp("refine_converged") and not c.GetBoolProp("refine_converged")
+            ]
+            if stuck:
+                print(
+                    f"molfold predict: warning: {result.input.where}: refinement of conformers "
+                    f"{stuck} did not converge (written as is, molfold_refine_converged=0)",
+                    file=sys.stderr,
+                )
     print(
         f"molfold predict: wrote {written} conformers of {len(results) - len(failed)} molecules "
         f"to {config['output']}" + (f"; {len(failed)} failed" if failed else "")

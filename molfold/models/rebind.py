@@ -117,6 +117,8 @@ class ReBind(nn.Module):
     num_encoder_layers, num_decoder_layers : depths
     decoder : ``"paper"`` (attention decoder + coordinate head) or ``"equivariant"``
     rewiring : apply the Lennard-Jones rewiring (False: empty attraction / repulsion adjacencies)
+    top_k : partners kept per atom by the rewiring; None: the paper's rule (largest degree in the
+        molecule minus the atom's degree)
     lap_sign_flip : flip Laplacian eigenvector signs at random while training
     dropout : attention, feed-forward and residual dropout (the paper uses 0)
     equivariant : keyword arguments of :class:`EquivariantRefiner` (``decoder="equivariant"``)
@@ -131,6 +133,7 @@ class ReBind(nn.Module):
         num_decoder_layers: int = 8,
         decoder: str = "paper",
         rewiring: bool = True,
+        top_k: int | None = None,
         lap_sign_flip: bool = True,
         dropout: float = 0.0,
         equivariant: dict | None = None,
@@ -140,6 +143,9 @@ class ReBind(nn.Module):
             raise ValueError(f"decoder must be 'paper' or 'equivariant', got {decoder!r}")
         self.decoder_kind = decoder
         self.rewiring = rewiring
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be None or >= 0, got {top_k}")
+        self.top_k = top_k
         self.lap_sign_flip = lap_sign_flip
         self.embedding = AtomEmbedding(d_model)
         self.encoder = nn.ModuleList(
@@ -208,7 +214,7 @@ class ReBind(nn.Module):
 
         if self.rewiring:
             distance = torch.cdist(x0.detach(), x0.detach())
-            attraction, repulsion = force_based_rewiring(distance, z, bonded, mask)
+            attraction, repulsion = force_based_rewiring(distance, z, bonded, mask, self.top_k)
         else:
             attraction = repulsion = torch.zeros_like(bonded, dtype=dtype)
 

@@ -81,7 +81,11 @@ def lennard_jones_force(r: torch.Tensor, sigma: torch.Tensor, epsilon: torch.Ten
 
 
 def force_based_rewiring(
-    distance: torch.Tensor, z: torch.Tensor, bonded: torch.Tensor, mask: torch.Tensor
+    distance: torch.Tensor,
+    z: torch.Tensor,
+    bonded: torch.Tensor,
+    mask: torch.Tensor,
+    top_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ReBind's attractive and repulsive adjacencies of a (batch of) conformation(s).
 
@@ -91,13 +95,14 @@ def force_based_rewiring(
     z : [B, N] atomic numbers (anything on padding)
     bonded : [B, N, N] bool, covalent bonds
     mask : [B, N] bool, real atoms
+    top_k : a fixed K for every atom instead of the paper's rule (None)
 
     Every atom i keeps its K_i = (largest degree in its molecule) - (degree of i) non-bonded
-    partners of largest |F_ij| (the paper's top-K, so that every atom ends with as many edges as
-    the best-connected one). A kept pair is attractive (+1 in the first output) when F_ij < 0 and
-    repulsive (-1 in the second) when F_ij > 0, as in the paper's Eq. 6-7. Rows are per atom, so
-    the adjacencies need not be symmetric. Returns two [B, N, N] tensors in the dtype of
-    ``distance``.
+    partners of largest |F_ij| (the rule of the ReBind code, so that every atom ends with as many
+    edges as the best-connected one), or ``top_k`` partners if given. A kept pair is attractive
+    (+1 in the first output) when F_ij < 0 and repulsive (-1 in the second) when F_ij > 0, as in
+    the paper's Eq. 6-7. Rows are per atom, so the adjacencies need not be symmetric. Returns two
+    [B, N, N] tensors in the dtype of ``distance``.
     """
     n = distance.shape[-1]
     z = torch.where(mask, z, torch.zeros_like(z))
@@ -110,7 +115,12 @@ def force_based_rewiring(
     score = torch.where(candidates, force.abs(), torch.full_like(force, -1.0))
 
     degree = (bonded & pairs).sum(-1)  # [B, N]
-    k = torch.where(mask, degree.max(-1, keepdim=True).values - degree, torch.zeros_like(degree))
+    k = (
+        degree.max(-1, keepdim=True).values - degree
+        if top_k is None
+        else torch.full_like(degree, top_k)
+    )
+    k = torch.where(mask, k, torch.zeros_like(degree))
     order = score.argsort(dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(n, device=order.device).expand_as(order))

@@ -15,7 +15,7 @@ from molfold.train.run import (
     report_metrics,
 )
 
-UNITS = {"d_mae": "A", "d_rmse": "A", "c_rmsd": "A"}
+UNITS = {"d_mae": "A", "d_rmse": "A", "c_rmsd": "A", "c_rmsd_stereo": "A"}
 
 
 def train_conformers(config: dict[str, Any]) -> dict[str, float]:
@@ -58,9 +58,8 @@ def evaluate_conformers(config: dict[str, Any], model) -> dict[str, float]:
     from torch_geometric.loader import DataLoader
     from tqdm import tqdm
 
-    from molfold.conformers.metrics import c_rmsd, distance_errors, metrics_from_sums
+    from molfold.conformers.metrics import c_rmsd_pair, distance_errors, metrics_from_sums
     from molfold.data.conformer_data import load_conformer_graphs
-    from molfold.data.molgraph import graph_to_mol
 
     graphs = load_conformer_graphs(config["data"])
     indices, description = _evaluation_indices(config, len(graphs))
@@ -73,8 +72,9 @@ def evaluate_conformers(config: dict[str, Any], model) -> dict[str, float]:
         batch = batch.cpu()
         sums += distance_errors(pos, batch.pos, batch.batch)
         for m, graph in enumerate(batch.to_data_list()):
-            rmsd.append(c_rmsd(graph_to_mol(graph, pos[batch.batch == m]), graph_to_mol(graph)))
-    metrics = {**metrics_from_sums(sums), "c_rmsd": sum(rmsd) / len(rmsd)}
+            rmsd.append(c_rmsd_pair(graph, pos[batch.batch == m]))
+    raw, fixed = (sum(column) / len(rmsd) for column in zip(*rmsd))
+    metrics = {**metrics_from_sums(sums), "c_rmsd": raw, "c_rmsd_stereo": fixed}
     source = config["data"].get("path") or config["data"]["format"]
     title = f"{Path(config['ckpt']).name} on {source} ({len(indices)} molecules, {description})"
     report_metrics(metrics, title, config.get("output"), UNITS)

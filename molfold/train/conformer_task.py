@@ -2,7 +2,9 @@
 
 The loss averages the L1 distance-matrix errors of the intermediate and the final conformation
 (ReBind Sec. 3.4). Validation reports D-MAE (``val/loss``, which picks the best checkpoint, as
-the paper's ``metric_for_best_model=mae``) and D-RMSE from exact sums; the test adds C-RMSD.
+the paper's ``metric_for_best_model=mae``) and D-RMSE from exact sums; the test adds C-RMSD of
+the raw prediction (as the papers) and after mirror-image correction (``c_rmsd_stereo``,
+:mod:`molfold.conformers.stereo`).
 Optimiser as the paper: AdamW, betas (0.9, 0.99), a linear decay after a linear warm-up over
 ``warmup_fraction`` of all steps; gradient clipping is a trainer setting.
 """
@@ -113,21 +115,21 @@ class ConformerTask(L.LightningModule):
         out = self._accumulate(batch)
         if not self.compute_c_rmsd:
             return
-        from molfold.conformers.metrics import c_rmsd
-        from molfold.data.molgraph import graph_to_mol
+        from molfold.conformers.metrics import c_rmsd_pair
 
         for m, graph in enumerate(batch.to_data_list()):
             predicted = out["pos"][batch.batch == m].detach().cpu().double()
-            self.c_rmsd.append(c_rmsd(graph_to_mol(graph, predicted), graph_to_mol(graph)))
+            self.c_rmsd.append(c_rmsd_pair(graph, predicted))
 
     def on_test_epoch_end(self) -> None:
         metrics = self._metrics("test")
-        values = torch.tensor(self.c_rmsd, dtype=torch.float64, device=self.device)
-        stats = torch.stack([values.sum(), values.new_tensor(float(values.numel()))])
+        values = torch.tensor(self.c_rmsd, dtype=torch.float64, device=self.device).reshape(-1, 2)
+        stats = torch.cat([values.sum(0), values.new_tensor([float(len(values))])])
         if self.trainer.world_size > 1:
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        if stats[1] > 0:
-            metrics["c_rmsd"] = float(stats[0] / stats[1])
+        if stats[2] > 0:
+            metrics["c_rmsd"] = float(stats[0] / stats[2])
+            metrics["c_rmsd_stereo"] = float(stats[1] / stats[2])
         self.test_metrics = metrics
 
     # --- checkpoints ----------------------------------------------------------------------

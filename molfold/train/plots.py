@@ -63,7 +63,7 @@ POTENTIAL_CURVES = (
 CONFORMER_CURVES = (
     ("train/loss_epoch", "train/loss"),
     ("val/loss", "val/d_rmse"),
-    ("L1 distance loss (A)", "validation D-MAE (val/loss), D-RMSE (A)"),
+    ("L1 distance loss (A)", "D-MAE (val/loss), D-RMSE (A)"),
 )
 
 
