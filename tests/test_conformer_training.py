@@ -62,6 +62,9 @@ def test_eval_reproduces_the_test_metrics(conformer_run, tmp_path):
     evaluated = json.loads(output.read_text())
     tested = json.loads((conformer_run / "test_metrics.json").read_text())
     assert evaluated == pytest.approx(tested, rel=1e-5)
+    # split=test draws the same test split from the data config's seed, without split.npz
+    assert main(["eval", f"ckpt={ckpt}", "data=geom", "split=test", f"output={output}"]) == 0
+    assert json.loads(output.read_text()) == pytest.approx(tested, rel=1e-5)
 
 
 def test_potential_models_refuse_conformer_data(tmp_path, capsys):

@@ -53,16 +53,21 @@ def train_conformers(config: dict[str, Any]) -> dict[str, float]:
 
 def evaluate_conformers(config: dict[str, Any], model) -> dict[str, float]:
     """``molfold eval`` of a conformer checkpoint: D-MAE, D-RMSE and C-RMSD (Angstrom) on the
-    molecules of ``config["data"]`` (the checkpoint run's test split by default)."""
+    molecules of ``config["data"]``: the checkpoint run's test split by default, ``split=test``
+    the test split the data config's ``split_seed`` gives (e.g. for the shipped model)."""
     import torch
     from torch_geometric.loader import DataLoader
     from tqdm import tqdm
 
     from molfold.conformers.metrics import c_rmsd_pair, distance_errors, metrics_from_sums
-    from molfold.data.conformer_data import load_conformer_graphs
+    from molfold.data.conformer_data import conformer_split, load_conformer_graphs
 
     graphs = load_conformer_graphs(config["data"])
-    indices, description = _evaluation_indices(config, len(graphs))
+    if config.get("split") == "test":  # the test split that training with this data config draws
+        indices = conformer_split(len(graphs), config["data"])["test"]
+        description = f"test split of split_seed={config['data'].get('split_seed', 0)}"
+    else:
+        indices, description = _evaluation_indices(config, len(graphs))
     device = config.get("device", "cpu")
     loader = DataLoader([graphs[i] for i in indices], batch_size=int(config.get("batch_size", 32)))
     sums, rmsd = torch.zeros(3, dtype=torch.float64), []
