@@ -45,9 +45,8 @@ class ConformerTask(L.LightningModule):
         self.optim = dict(optim)
         self.compute_c_rmsd = compute_c_rmsd
         self.sums: torch.Tensor | None = None
-        self.c_rmsd: list[float] = []
+        self.c_rmsd: list[tuple[float, float]] = []  # (as predicted, mirror-corrected)
         self.test_metrics: dict[str, float] = {}
-        self.test_predictions: list[tuple[Any, torch.Tensor]] = []
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         return self.model(batch)
