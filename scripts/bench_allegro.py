@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from bench_machine import machine_info  # scripts/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
@@ -202,24 +203,6 @@ def cmd_speed(args) -> dict:
 # ====================================================================================
 # orchestrator (runs with molfold's environment; the reference side in bench_env)
 # ====================================================================================
-
-
-def machine_info(threads: int) -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": threads,
-        "platform": platform.platform(),
-        "load_average_start": list(os.getloadavg()),
-    }
 
 
 def run_worker(python: Path | str, script: Path, args: Sequence[str], env: dict) -> dict:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_machine import machine_info  # scripts/ is on sys.path when run as a script
 
 METHODS = (
     "etkdg",
@@ -324,24 +324,6 @@ def results_table(datasets: dict) -> str:
                 ]
             )
     return _table(headers, rows)
-
-
-def machine_info(threads: int) -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": threads,
-        "platform": platform.platform(),
-        "load_average_start": list(os.getloadavg()),
-    }
 
 
 def versions() -> dict:

@@ -17,18 +17,13 @@ import json
 import time
 from pathlib import Path
 
+from train_rebind_qm9 import MODEL  # scripts/ is on sys.path when run as a script
+
 from molfold.cli import compose
 from molfold.train.run import train
 
 SHARED = [
-    "model=rebind",
-    "data=qm9",
-    "model.d_model=128",
-    "model.num_heads=8",
-    "model.d_ffn=256",
-    "model.num_encoder_layers=4",
-    "model.num_decoder_layers=4",
-    "optim.lr=3.0e-4",
+    *MODEL,
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "seed=0",

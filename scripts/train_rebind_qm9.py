@@ -25,7 +25,7 @@ from molfold.cli import compose
 from molfold.models.registry import atomic_save, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = [
+MODEL = [
     "model=rebind",
     "data=qm9",
     "model.d_model=128",
@@ -34,6 +34,10 @@ RECIPE = [
     "model.num_encoder_layers=4",
     "model.num_decoder_layers=4",
     "optim.lr=3.0e-4",
+]
+"""The shipped model's size and learning rate (scripts/bench_rebind_variants.py uses them too)."""
+RECIPE = [
+    *MODEL,
     "data.batch_size=100",
     "data.val_batch_size=200",
     "trainer.enable_progress_bar=false",

@@ -196,11 +196,11 @@ def predict(
         raise ConfigError(f"num_conformers must be at least 1, got {num_conformers}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    from molfold.nn.lennard_jones import LJ_PARAMETERS
+
     model = model if model is not None else load_conformer_model()
     refiner = make_refiner(refine)
     device = next(model.parameters()).device
-    from molfold.nn.lennard_jones import LJ_PARAMETERS
-
     results, valid = [], []
     for item in inputs:
         result = Prediction(item)

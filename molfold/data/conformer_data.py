@@ -14,19 +14,16 @@ Featurised graphs are cached next to the QM9 cache, so a run does not re-featuri
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
 
 from molfold.data.datamodule import (
+    SplitDataModule,
     is_primary_process,
     load_split,
-    make_loader,
     save_split,
     wait_for,
 )
@@ -176,44 +173,20 @@ def conformer_split(n: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"train": parts[0].numpy(), "val": parts[1].numpy(), "test": test.numpy()}
 
 
-class ConformerDataModule(L.LightningDataModule):
+class ConformerDataModule(SplitDataModule):
     """Loads conformer graphs, splits them (``split.npz`` in the run directory, written by the
     primary process) and serves batches; each process takes its own shard, without duplicates."""
 
-    def __init__(self, data_config: dict[str, Any], run_dir: str | Path, seed: int = 0) -> None:
-        super().__init__()
-        self.config = dict(data_config)
-        self.run_dir = Path(run_dir)
-        self.seed = seed
-        self.graphs: list[Data] | None = None
-        self.split: dict[str, np.ndarray] = {}
-
     def setup(self, stage: str | None = None) -> None:
-        if self.graphs is not None:
+        if self.items is not None:
             return
-        self.graphs = load_conformer_graphs(self.config)
-        if not self.graphs:
+        self.items = load_conformer_graphs(self.config)
+        if not self.items:
             raise DataError(f"no molecules in {self.config.get('path') or self.config['format']}")
         split_file = self.run_dir / "split.npz"
         if is_primary_process():
             if not split_file.exists():
-                save_split(conformer_split(len(self.graphs), self.config), split_file)
+                save_split(conformer_split(len(self.items), self.config), split_file)
         else:
             wait_for(split_file)
-        self.split = load_split(split_file, len(self.graphs))
-
-    def subset(self, name: str) -> list[Data]:
-        assert self.graphs is not None, "call setup() first"
-        return [self.graphs[i] for i in self.split[name]]
-
-    def _loader(self, name: str) -> DataLoader:
-        return make_loader(self.subset(name), name, self.config, self.seed, self.trainer)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        self.split = load_split(split_file, len(self.items))

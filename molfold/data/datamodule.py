@@ -278,7 +278,43 @@ def make_loader(
     )
 
 
-class AtomicDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """What every molfold datamodule shares: a list of graphs (``items``, set by ``setup``), its
+    train/val/test ``split`` and resumable, sharded loaders over each part (:func:`make_loader`).
+
+    Parameters
+    ----------
+    data_config : the ``data`` config group (batch sizes, workers, ...)
+    run_dir : where ``split.npz`` (and anything else the subclass shares) is written or read
+    seed : seed of the training order
+    """
+
+    def __init__(self, data_config: dict[str, Any], run_dir: str | Path, seed: int = 0) -> None:
+        super().__init__()
+        self.config = dict(data_config)
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.items: list[Data] | None = None
+        self.split: dict[str, np.ndarray] = {}
+
+    def subset(self, name: str) -> list[Data]:
+        assert self.items is not None, "call setup() first"
+        return [self.items[i] for i in self.split[name]]
+
+    def _loader(self, name: str) -> DataLoader:
+        return make_loader(self.subset(name), name, self.config, self.seed, self.trainer)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class AtomicDataModule(SplitDataModule):
     """Loads a dataset file, splits it, and serves batches of atomic graphs.
 
     Parameters
@@ -292,25 +328,20 @@ class AtomicDataModule(L.LightningDataModule):
     def __init__(
         self, data_config: dict[str, Any], r_max: float, run_dir: str | Path, seed: int = 0
     ) -> None:
-        super().__init__()
-        self.config = dict(data_config)
-        self.seed = seed
+        super().__init__(data_config, run_dir, seed)
         self.r_max = r_max
-        self.run_dir = Path(run_dir)
-        self.structures: list[Data] | None = None
-        self.split: dict[str, np.ndarray] = {}
         self.statistics: dict[str, Any] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.structures is not None:
+        if self.items is not None:
             return
-        self.structures = load_structures(self.config, self.r_max)
+        self.items = load_structures(self.config, self.r_max)
         split_file = self.run_dir / "split.npz"
         statistics_file = self.run_dir / "statistics.json"
         primary = is_primary_process()
         if not split_file.exists() and primary:
             split = random_split(
-                len(self.structures),
+                len(self.items),
                 int(self.config["n_train"]),
                 int(self.config["n_val"]),
                 self.config.get("n_test"),
@@ -319,30 +350,14 @@ class AtomicDataModule(L.LightningDataModule):
             save_split(split, split_file)
         if not primary:
             wait_for(statistics_file)
-        self.split = load_split(split_file, len(self.structures))
+        self.split = load_split(split_file, len(self.items))
         if primary:
             self.statistics = fit_statistics(self.subset("train"))
             _write_json(self.statistics, statistics_file)
         else:
             self.statistics = json.loads(statistics_file.read_text())
-        unknown = set(species_of(self.structures)) - set(self.statistics["species"])
+        unknown = set(species_of(self.items)) - set(self.statistics["species"])
         if unknown:
             raise DataError(
                 f"elements {sorted(unknown)} appear in val/test but not in training data"
             )
-
-    def subset(self, name: str) -> list[Data]:
-        assert self.structures is not None, "call setup() first"
-        return [self.structures[i] for i in self.split[name]]
-
-    def _loader(self, name: str) -> DataLoader:
-        return make_loader(self.subset(name), name, self.config, self.seed, self.trainer)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -1,0 +1,25 @@
+"""The machine a benchmark ran on, recorded next to its numbers (shared by scripts/bench_*.py)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def machine_info(threads: int) -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": threads,
+        "platform": platform.platform(),
+        "load_average_start": list(os.getloadavg()),
+    }
