@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from molfold._version import __version__
 
-__all__ = ["MolfoldCalculator", "__version__", "load_model", "predict_conformers"]
+__all__ = ["MolfoldCalculator", "__version__", "load_model", "predict_conformers", "save_model"]
 
 
 def __getattr__(name: str):
     # Lazy imports keep `import molfold` fast and free of heavy dependencies until used.
-    if name == "load_model":
-        from molfold.models.registry import load_model
+    if name in ("load_model", "save_model"):
+        from molfold.models import checkpoint
 
-        return load_model
+        return getattr(checkpoint, name)
     if name == "MolfoldCalculator":
         from molfold.calculator import MolfoldCalculator
 

@@ -43,6 +43,7 @@ asking for it otherwise raises :class:`~ase.calculators.calculator.PropertyNotIm
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -55,6 +56,8 @@ from torch_geometric.data import Data
 
 from molfold.data import graph as G
 from molfold.data.neighbors import atoms_to_graph
+from molfold.errors import ConfigError
+from molfold.models.checkpoint import load_model, torch_device
 from molfold.models.potential import Potential
 
 
@@ -63,7 +66,7 @@ class MolfoldCalculator(Calculator):
 
     Parameters
     ----------
-    model : path to a molfold checkpoint (loaded with :func:`molfold.models.registry.load_model`)
+    model : path to a molfold checkpoint (loaded with :func:`molfold.models.checkpoint.load_model`)
         or a :class:`Potential` instance. An instance is moved to ``device`` and put in eval mode
         in place.
     device : torch device the model runs on, e.g. ``"cpu"`` or ``"cuda"``
@@ -86,14 +89,16 @@ class MolfoldCalculator(Calculator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.device = torch.device(device)
+        self.device = torch_device(device)
+        for name, factor in (("energy", energy_units_to_eV), ("length", length_units_to_A)):
+            if not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
+                raise ConfigError(f"{name} unit factor must be a positive number, got {factor!r}")
         if isinstance(model, (str, os.PathLike)):
-            from molfold.models.registry import load_model
-
             model = load_model(model, self.device)
         if not isinstance(model, Potential):
-            kind = type(model).__name__
-            raise TypeError(f"model must be a checkpoint path or a molfold Potential, got {kind}")
+            info = getattr(model, "model_info", {})
+            what = f"a {info['kind']} model ({info['name']})" if info else type(model).__name__
+            raise ConfigError(f"MolfoldCalculator needs a potential (energy model), got {what}")
         self.potential = model.to(self.device).eval()
         self.energy_units_to_eV = float(energy_units_to_eV)
         self.length_units_to_A = float(length_units_to_A)

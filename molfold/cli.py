@@ -18,7 +18,7 @@ from molfold.errors import ConfigError, MolfoldError
 USAGE = """usage: molfold <command> [key=value ...]
 
 commands:
-  train   train a potential      molfold train model=allegro data=md17 trainer.max_epochs=10
+  train   train a model          molfold train model=allegro data=md17 trainer.max_epochs=10
   eval    evaluate a checkpoint  molfold eval ckpt=runs/x/checkpoints/best.ckpt data.path=file.npz
   predict conformers from SMILES molfold predict smiles="CC(=O)Nc1ccc(O)cc1" output=out.sdf
 
@@ -35,11 +35,33 @@ def config_dir() -> Path:
 
 
 def _register_resolvers() -> None:
+    """``${shipped_data:NAME}``: a file that ships with molfold; ``${statistics:NAME}`` is kept
+    as written, to be resolved by :func:`molfold.train.run.train` from the training split."""
     from omegaconf import OmegaConf
 
-    from molfold.data.datamodule import shipped_data
+    from molfold.shipped import shipped_data
 
     OmegaConf.register_new_resolver("shipped_data", shipped_data, replace=True)
+    OmegaConf.register_new_resolver(
+        "statistics", lambda name: "${statistics:" + name + "}", replace=True
+    )
+
+
+def _group_overrides(overrides: list[str], folder: Path) -> list[str]:
+    """Let ``a.b=option`` choose a config group option where ``configs/a/b/option.yaml`` exists
+    (``optim.scheduler=cosine`` is ``optim/scheduler=cosine``): the whole section is swapped, so
+    no key of the previous option is left behind."""
+    result = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = folder.joinpath(*key.split("."))
+        if "." in key and not key.startswith(("+", "~")) and group.is_dir():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            if value not in options:
+                raise ConfigError(f"{key}={value!r} is not one of {', '.join(options)}")
+            override = f"{key.replace('.', '/')}={value}"
+        result.append(override)
+    return result
 
 
 def _trainer_overrides(overrides: list[str]) -> list[str]:
@@ -80,7 +102,7 @@ def compose(command: str, overrides: list[str]) -> dict[str, Any]:
     _register_resolvers()
     folder = config_dir()
     if command == "train":
-        overrides = _trainer_overrides(overrides)
+        overrides = _group_overrides(_trainer_overrides(overrides), folder)
     try:
         with initialize_config_dir(str(folder), version_base=None):
             config = hydra_compose(command, overrides=overrides)

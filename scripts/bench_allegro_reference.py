@@ -91,7 +91,7 @@ HPARAMS = {
 by 64 per species)."""
 
 KCAL_PER_MOL_TO_EV = 0.04336410390059322
-"""ase.units.kcal / ase.units.mol (CODATA 2014), the factor molfold.data.md17 uses."""
+"""ase.units.kcal / ase.units.mol (CODATA 2014), the factor molfold.data.sources.md17 uses."""
 
 MALLOC_TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 """glibc: serve allocations up to 32 MiB (the maximum) from the heap and never give freed heap

@@ -27,7 +27,9 @@ Output in ``--out`` (both layouts, the same numbers):
   ``[[Z, x, y, z], ...]`` in the atom order of ``Chem.AddHs(Chem.MolFromSmiles(smiles))``).
 
 Energies are stored in Hartree (``totalenergy``, ``lowestenergy``, ``ensembleenergy`` is in
-kcal/mol as in GEOM), converted from tblite's eV with ``ase.units.Hartree``.
+kcal/mol as in GEOM), converted from tblite's eV with :data:`molfold.units.HARTREE_TO_EV` (the
+value of ``ase.units.Hartree``). Every file is written with :func:`molfold.io.atomic_write` into
+``<out>.part``, which then replaces ``--out`` as a whole.
 
 Usage::
 
@@ -44,6 +46,7 @@ import pickle
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import msgpack
@@ -54,9 +57,11 @@ from rdkit import Chem, RDConfig, rdBase
 from rdkit.Chem import AllChem, Descriptors, rdMolAlign, rdMolDescriptors
 from tblite.ase import TBLite
 
+from molfold.io import atomic_write
+from molfold.units import HARTREE_TO_EV, KCAL_PER_MOL_TO_EV
+
 ELEMENTS = {"H", "C", "N", "O", "F", "S", "Cl"}
 TEMPERATURE_K = 298.15
-KCAL_PER_MOL_TO_EV = units.kcal / units.mol
 RMSD_THRESHOLD = 0.125  # Angstrom, heavy atoms; CREST's default RTHR
 ENERGY_THRESHOLD = 0.05  # kcal/mol; CREST's default ETHR
 MOMENTS_RTOL = 0.01  # CREST's default BTHR compares rotational constants to 1 %
@@ -188,7 +193,7 @@ def geom_records(smiles: str, confs: list[dict], first_id: int) -> tuple[dict, l
         "ensembleenergy": ensemble_energy,
         "ensembleentropy": entropy * 1000.0,  # cal/mol/K, as GEOM
         "ensemblefreeenergy": ensemble_energy - TEMPERATURE_K * entropy,
-        "lowestenergy": e_min / units.Hartree,
+        "lowestenergy": e_min / HARTREE_TO_EV,
         "poplowestpct": float(weights[0] * 100.0),
         "temperature": TEMPERATURE_K,
         "totalconfs": int(degeneracy.sum()),
@@ -197,7 +202,7 @@ def geom_records(smiles: str, confs: list[dict], first_id: int) -> tuple[dict, l
     conformers = [
         {
             "geom_id": first_id + k,
-            "totalenergy": c["energy"] / units.Hartree,
+            "totalenergy": c["energy"] / HARTREE_TO_EV,
             "relativeenergy": rel_kcal[k],
             "boltzmannweight": float(weights[k]),
             "degeneracy": int(c["degeneracy"]),
@@ -233,13 +238,14 @@ def write(results: list[tuple[str, list[dict]]], out: Path, seed: int) -> None:
             xyz = [[float(z), *map(float, p)] for z, p in zip(numbers, confs[k]["pos"])]
             msg.append({**conformers[k], "xyz": xyz})
         pickle_path = f"drugs/{i:03d}.pickle"
-        with open(tmp / "rdkit_folder" / pickle_path, "wb") as f:
-            pickle.dump({"smiles": smiles, **molecule, "conformers": pickled}, f, protocol=4)
+        record = {"smiles": smiles, **molecule, "conformers": pickled}
+        atomic_write(tmp / "rdkit_folder" / pickle_path, partial(pickle.dump, record, protocol=4))
         summary[smiles] = {**molecule, "pickle_path": pickle_path}
         packed[smiles] = {**molecule, "conformers": msg}
-    (tmp / "rdkit_folder" / "summary_drugs.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write(tmp / "rdkit_folder" / "summary_drugs.json", json.dumps(summary, indent=1) + "\n")
     # GEOM streams chunks of ~1,000 molecules; this set fits in one chunk.
-    (tmp / "drugs_crude.msgpack").write_bytes(msgpack.packb(packed, use_bin_type=True))
+    atomic_write(tmp / "drugs_crude.msgpack", msgpack.packb(packed, use_bin_type=True))
+    # A folder cannot be replaced atomically by a file write: the finished folder replaces --out.
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +35,16 @@ from rdkit.Chem import AllChem
 from tblite.ase import TBLite
 from tqdm import tqdm
 
+from molfold.io import atomic_write
+from molfold.units import KCAL_PER_MOL_TO_EV
+
 MOLECULES = {
     "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
     "ethanol": "CCO",
     "malonaldehyde": "O=CCC=O",
     "uracil": "O=C1C=CNC(=O)N1",
 }
-EV_TO_KCAL_PER_MOL = 1.0 / (units.kcal / units.mol)
+EV_TO_KCAL_PER_MOL = 1.0 / KCAL_PER_MOL_TO_EV
 
 
 def initial_geometry(smiles: str, seed: int) -> Atoms:
@@ -80,18 +82,13 @@ def run(name: str, frames: int, stride: int, equilibration: int, seed: int, out:
         "F": np.asarray(forces),
     }
     digest = hashlib.md5(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
-    out.mkdir(parents=True, exist_ok=True)
+    strings = {
+        "name": np.array(name),
+        "theory": np.array("GFN2-xTB (tblite), Langevin 500 K, 0.5 fs"),
+        "md5": np.array(digest),
+    }
     path = out / f"{name}_xtb_500K.npz"
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        **arrays,
-        name=np.array(name),
-        theory=np.array("GFN2-xTB (tblite), Langevin 500 K, 0.5 fs"),
-        md5=np.array(digest),
-    )
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda file: np.savez_compressed(file, **arrays, **strings))
 
 
 def main() -> None:

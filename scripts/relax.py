@@ -10,7 +10,7 @@ Usage::
 also relaxes the cell, through :class:`ase.filters.FrechetCellFilter` (periodic cells only); the
 convergence criterion then covers the cell degrees of freedom too (stress times volume, in eV).
 A table of step, energy and the largest force is printed; the relaxed structure is written to
-``--output`` (format from its extension) through a temporary file renamed into place, so an
+``--output`` (format from its extension) atomically (:func:`molfold.io.atomic_write`), so an
 interrupted run never leaves a half-written file.
 
 The core, :func:`relax`, takes Atoms and any ASE calculator, so tests and notebooks can call it.
@@ -19,7 +19,6 @@ The core, :func:`relax`, takes Atoms and any ASE calculator, so tests and notebo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from ase.filters import FrechetCellFilter
 from ase.io import write
 from ase.io.formats import filetype
 from ase.optimize import BFGS, FIRE, LBFGS
+
+from molfold.io import atomic_write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_md import read_structure  # noqa: E402  (sibling script, not a package)
@@ -110,17 +111,14 @@ def relax(
 
 
 def write_atomically(atoms: Atoms, path: str | Path, **kwargs: Any) -> None:
-    """``ase.io.write`` to a temporary file next to ``path``, then rename; the format comes from
-    the name of ``path`` (``relaxed.xyz``, ``POSCAR``, ...) unless ``format`` is given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``ase.io.write`` ``atoms`` to ``path`` through :func:`molfold.io.atomic_write`; the format
+    comes from the name of ``path`` (``relaxed.xyz``, ``POSCAR``, ...) unless ``format`` is given.
+
+    ASE writes the temporary file by its name, as some of its writers (``aims``, ``res``, ...)
+    accept no open file; ``atomic_write`` then syncs it and renames it to ``path``.
+    """
     kwargs.setdefault("format", filetype(str(path), read=False))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp, atoms, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda file: write(file.name, atoms, **kwargs))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from molfold.data import graph as G
-from molfold.data.ase_files import load_ase
+from molfold.data.sources.ase_files import load_ase
 from molfold.errors import DataError
 
 # Independent of ase.units: CODATA 2014 (N_A = 6.022140857e23 /mol, e = 1.6021766208e-19 C,
@@ -214,7 +214,10 @@ def test_bad_stress_shape_is_reported(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"energy_unit": "Ry"}, r"unknown energy unit 'Ry'; known: \['eV', 'kcal/mol'"),
+        (
+            {"energy_unit": "Ry"},
+            r"unknown energy unit 'Ry'; known: \['eV', 'meV', 'Hartree', 'kcal/mol', 'kJ/mol'\]",
+        ),
         ({"length_unit": "pm"}, r"unknown length unit 'pm'; known: \['Angstrom', 'Bohr', 'nm'\]"),
     ],
 )

@@ -21,9 +21,10 @@ from torch import nn
 
 from molfold.calculator import MolfoldCalculator
 from molfold.data import graph as G
-from molfold.errors import UnknownElementError
+from molfold.errors import ConfigError, UnknownElementError
+from molfold.models.checkpoint import save_model
 from molfold.models.potential import Potential
-from molfold.models.registry import build_potential, save_model
+from molfold.models.registry import build_model
 from molfold.nn.radial import PolynomialCutoff
 
 from .conftest import DATA, REPO
@@ -211,13 +212,13 @@ def test_stress_needs_a_periodic_cell(tiny, ethanol):
 
 
 def test_rejects_other_models():
-    with pytest.raises(TypeError, match="checkpoint path or a molfold Potential"):
+    with pytest.raises(ConfigError, match="needs a potential"):
         MolfoldCalculator(nn.Linear(3, 1))
 
 
 def test_checkpoint_path(float64, tmp_path, ethanol):
-    potential = build_potential(
-        "allegro", [1, 6, 8], {**SMALL, "r_max": 4.0, "num_layers": 1}, dtype="float64"
+    potential = build_model(
+        "allegro", {**SMALL, "r_max": 4.0, "num_layers": 1}, {"species": [1, 6, 8]}, "float64"
     )
     path = tmp_path / "model.ckpt"
     save_model(potential, path)
@@ -340,8 +341,8 @@ def test_cli_help(script):
 
 def test_cli_main(float64, tmp_path, ethanol, capsys):
     checkpoint = tmp_path / "model.ckpt"
-    potential = build_potential(
-        "allegro", [1, 6, 8], {**SMALL, "r_max": 4.0, "num_layers": 1}, dtype="float64"
+    potential = build_model(
+        "allegro", {**SMALL, "r_max": 4.0, "num_layers": 1}, {"species": [1, 6, 8]}, "float64"
     )
     save_model(potential, checkpoint)
     write(tmp_path / "ethanol.xyz", ethanol)

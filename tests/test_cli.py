@@ -7,15 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from molfold.cli import main
-from molfold.models.registry import load_model
+from molfold.models.checkpoint import load_model
 
 from .conftest import DATA
 
 TINY = [
     f"data.path={DATA / 'aspirin_xtb_500K.npz'}",
-    "data.max_frames=40",
+    "data.max_structures=40",
     "data.n_train=24",
     "data.n_val=8",
     "data.batch_size=8",
@@ -88,7 +89,7 @@ def test_eval_reproduces_the_test_metrics(trained_run, tmp_path, capsys):
                 "eval",
                 f"ckpt={ckpt}",
                 f"data.path={DATA / 'aspirin_xtb_500K.npz'}",
-                "data.max_frames=40",
+                "data.max_structures=40",
                 f"output={output}",
             ]
         )
@@ -118,11 +119,33 @@ def test_existing_run_is_not_overwritten(trained_run, capsys):
         ("dtype=float16", "dtype"),
         ("model.l_max=-1", "l_max must be >= 0"),
         ("model.latent_update=sideways", "latent_update must be one of"),
+        ("ema_decay=1.5", "ema_decay must be in [0, 1)"),
+        ("checkpoint_every_n_steps=-1", "checkpoint_every_n_steps must be >= 1"),
+        ("optim.scheduler=foo", "optim.scheduler='foo' is not one of"),
+        ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
+        ("optim.name=sgd", "name must be one of adam, adamw"),
+        ("data.batch_size=0", "batch_size and val_batch_size must be >= 1"),
+        ("+data.source_units=eV", "unknown key(s) data.source_units"),
+        ("+data.max_frames=3", "unknown key(s) data.max_frames"),
+        ("+optim.warmup_fraction=0.1", "unknown key optim.warmup_fraction"),
+        ("+optim.scheduler.warmup_fraction=0.1", "unknown key optim.scheduler.warmup_fraction"),
+        ("+loss.energy_weight=2", "unknown key(s) loss"),
+        ("+task.c_rmsd=true", "unknown key task.c_rmsd"),
+        ("task=conformer", "model=allegro is a potential model; task=conformer trains conformer"),
+        ("task.energy_shifts=median", "energy_shifts must be mean_per_atom or least_squares"),
+        ("data=qm9", "gives no energy"),
     ],
 )
 def test_bad_configuration_gets_a_clear_error(tmp_path, capsys, override, message):
     assert main(["train", f"run_dir={tmp_path / 'run'}", *TINY, override]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_scheduler_choice_swaps_the_whole_section(capsys):
+    """`optim.scheduler=cosine` leaves no plateau key behind, and its own keys can be set."""
+    assert main(["train", "--cfg", "optim.scheduler=cosine", "optim.scheduler.min_lr=1e-5"]) == 0
+    scheduler = yaml.safe_load(capsys.readouterr().out)["optim"]["scheduler"]
+    assert scheduler == {"name": "cosine", "min_lr": 1e-5}
 
 
 def test_any_trainer_argument_can_be_set(tmp_path, capsys):
@@ -173,7 +196,7 @@ def test_train_on_extxyz_with_custom_keys_and_units(tmp_path):
     from ase import Atoms, units
     from ase.io import write
 
-    from molfold.data.md17 import read_md17
+    from molfold.data.sources.md17 import read_md17
 
     arrays = read_md17(DATA / "aspirin_xtb_500K.npz")
     kcal = units.mol / units.kcal  # eV -> kcal/mol
@@ -186,7 +209,7 @@ def test_train_on_extxyz_with_custom_keys_and_units(tmp_path):
     path = tmp_path / "aspirin.extxyz"
     write(path, frames, format="extxyz")
     run_dir = tmp_path / "run"
-    overrides = [o for o in TINY if not o.startswith(("data.path", "data.max_frames"))]
+    overrides = [o for o in TINY if not o.startswith(("data.path", "data.max_structures"))]
     assert (
         main(
             [

@@ -1,7 +1,9 @@
-"""D-MAE, D-RMSE and C-RMSD on known cases, and against RDKit's GetBestRMS."""
+"""D-MAE, D-RMSE and C-RMSD on known cases, against RDKit's GetBestRMS, and C-RMSD of mirror
+images (molfold's stereocentre correction and the papers' min over both images)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from rdkit import Chem
@@ -10,6 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from molfold.conformers.metrics import (
     c_rmsd,
+    c_rmsd_pair,
     distance_errors,
     kabsch_rmsd,
     metrics_from_sums,
@@ -88,3 +91,61 @@ def test_graph_round_trips_to_the_same_molecule(smiles):
     Chem.AssignStereochemistry(rebuilt, cleanIt=True, force=True)
     assert Chem.MolToSmiles(Chem.RemoveHs(rebuilt)) == Chem.CanonSmiles(smiles)  # stereo kept
     assert c_rmsd(rebuilt, mol) == pytest.approx(0.0, abs=1e-6)
+
+
+# two specified stereocentres and no symmetry-equivalent heavy atoms, so that its heavy-atom
+# C-RMSD is a plain Kabsch RMSD and its mirror image is a different molecule
+CHIRAL = "O[C@H](F)[C@@H](Cl)C(=O)N"
+
+
+def _moved(pos: torch.Tensor, seed: int, reflect: bool) -> torch.Tensor:
+    """``pos`` [N, 3] rotated, shifted and, with ``reflect``, mirrored through the yz plane."""
+    rotation = torch.from_numpy(Rotation.random(random_state=seed).as_matrix())
+    if reflect:
+        pos = pos * pos.new_tensor([-1.0, 1.0, 1.0])
+    return pos @ rotation.T + pos.new_tensor([1.0, -2.0, 0.5])
+
+
+def _orthogonal_procrustes_rmsd(prediction: np.ndarray, target: np.ndarray) -> float:
+    """RMSD [N, 3] x [N, 3] -> float after the best rotation *or reflection* (Kabsch without the
+    determinant check, as GTMGC/ReBind's ``align_conformer_hat_to_conformer``)."""
+    p, q = prediction - prediction.mean(0), target - target.mean(0)
+    u, _, vt = np.linalg.svd(p.T @ q)
+    return float(np.sqrt((((p @ (u @ vt)) - q) ** 2).sum(-1).mean()))
+
+
+def test_c_rmsd_pair_is_zero_for_the_reference_itself():
+    graph = mol_to_graph(_embedded(CHIRAL, seed=0))
+    values = c_rmsd_pair(graph, graph.pos.clone())
+    assert set(values) == {"c_rmsd", "c_rmsd_stereo", "c_rmsd_mirror"}
+    assert all(isinstance(v, float) for v in values.values())
+    for value in values.values():
+        assert value == pytest.approx(0.0, abs=1e-6)
+
+
+def test_c_rmsd_pair_of_an_exact_mirror_image():
+    graph = mol_to_graph(_embedded(CHIRAL, seed=0))
+    # mirrored through the yz plane and shifted; not rotated, since RDKit's alignment leaves
+    # up to ~1e-6 A of round-off on some rotated copies
+    mirrored = graph.pos * graph.pos.new_tensor([-1.0, 1.0, 1.0]) + 2.0
+    values = c_rmsd_pair(graph, mirrored)
+    assert values["c_rmsd"] > 0.1  # no rotation superimposes the enantiomer
+    assert values["c_rmsd_mirror"] == pytest.approx(0.0, abs=1e-6)  # the papers' protocol
+    assert values["c_rmsd_stereo"] == pytest.approx(0.0, abs=1e-6)  # the graph's R/S restored
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+@pytest.mark.parametrize("seed", [3, 4])
+def test_c_rmsd_mirror_is_the_best_of_both_images(seed, reflect):
+    mol = _embedded(CHIRAL, seed=0)
+    graph = mol_to_graph(mol)
+    noise = 0.3 * torch.from_numpy(np.random.default_rng(seed).normal(size=graph.pos.shape))
+    predicted = _moved(graph.pos + noise, seed, reflect)
+    values = c_rmsd_pair(graph, predicted)
+    assert values["c_rmsd_mirror"] <= values["c_rmsd"]
+    assert values["c_rmsd_mirror"] <= values["c_rmsd_stereo"] <= values["c_rmsd"]
+    heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+    expected = _orthogonal_procrustes_rmsd(predicted.numpy()[heavy], graph.pos.numpy()[heavy])
+    assert values["c_rmsd_mirror"] == pytest.approx(expected, rel=1e-6)
+    if reflect:  # noise of 0.3 A leaves the mirror image the better fit
+        assert values["c_rmsd_mirror"] < values["c_rmsd"]

@@ -10,10 +10,10 @@ import torch
 from rdkit import Chem
 
 from molfold.cli import main
-from molfold.data.conformer_data import qm9_conformer_graphs
 from molfold.data.molgraph import ATOM_FEATURE_CATEGORIES, graph_to_mol
+from molfold.data.sources.qm9_conformers import qm9_conformer_graphs
+from molfold.models.checkpoint import load_model
 from molfold.models.rebind import ReBind
-from molfold.models.registry import load_model
 
 from .conftest import DATA
 
@@ -35,24 +35,52 @@ TINY = [
 @pytest.fixture(scope="module")
 def conformer_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("rebind")
-    assert main(["train", f"run_dir={run_dir}", *TINY]) == 0
+    assert main(["train", f"run_dir={run_dir}", *TINY, "ema_decay=0.5"]) == 0
     return run_dir
 
 
 def test_training_writes_metrics_and_a_loadable_model(conformer_run, tmp_path):
     metrics = json.loads((conformer_run / "test_metrics.json").read_text())
-    assert set(metrics) == {"d_mae", "d_rmse", "c_rmsd", "c_rmsd_stereo"}
+    assert set(metrics) == {"d_mae", "d_rmse", "c_rmsd", "c_rmsd_stereo", "c_rmsd_mirror", "loss"}
+    assert metrics["c_rmsd_mirror"] <= min(metrics["c_rmsd"], metrics["c_rmsd_stereo"])
     assert metrics["d_rmse"] >= metrics["d_mae"] > 0 and metrics["c_rmsd"] > 0
     split = np.load(conformer_run / "split.npz")
     assert [len(split[k]) for k in ("train", "val", "test")] == [19, 2, 3]  # 24 molecules
     model = load_model(conformer_run / "checkpoints" / "best.ckpt")
     assert isinstance(model, ReBind) and not model.training
-    assert model.training_data["data"] == "geom"
-    assert set(model.training_data["elements"]) <= {1, 6, 7, 8, 9, 16, 17}
+    assert model.model_info["statistics"]["data"] == "geom"
+    assert set(model.model_info["statistics"]["elements"]) <= {1, 6, 7, 8, 9, 16, 17}
     output = tmp_path / "out.sdf"
     ckpt = conformer_run / "checkpoints" / "best.ckpt"
     assert main(["predict", "smiles=CCO", f"output={output}", f"ckpt={ckpt}"]) == 0
     assert output.is_file()
+
+
+def test_ema_is_honoured_for_conformer_models(conformer_run):
+    """The checkpointed model holds the weight average, not the last weights."""
+    checkpoint = torch.load(conformer_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["ema"]["num_updates"] == checkpoint["global_step"] > 0
+    exported = checkpoint["molfold"]["state_dict"]
+    raw = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    averaged = checkpoint["ema"]["shadow"]
+    name = next(k for k in averaged if "weight" in k and averaged[k].numel() > 1)
+    torch.testing.assert_close(exported[name], averaged[name])
+    assert not torch.equal(exported[name], raw[name])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.equivariant={num_layers: 2}", "equivariant"),
+        ("+model.no_such_key=1", "unknown key(s) model.no_such_key for model 'rebind'"),
+        ("+task.energy_weight=1", "unknown key task.energy_weight"),
+        ("task=potential", "model=rebind is a conformer model; task=potential trains potential"),
+        ("data=md17", "gives no atom_features"),
+    ],
+)
+def test_bad_conformer_configuration_gets_a_clear_error(tmp_path, capsys, override, message):
+    assert main(["train", f"run_dir={tmp_path / 'run'}", *TINY, override]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_eval_reproduces_the_test_metrics(conformer_run, tmp_path):

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase import units
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from molfold.data import graph as G
-from molfold.data.md17 import KCAL_PER_MOL_TO_EV, load_md17, read_md17
+from molfold.data.sources.md17 import KCAL_PER_MOL_TO_EV, load_md17, read_md17
 from molfold.errors import DataError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -65,6 +66,7 @@ def small_md17(ethanol_npz, tmp_path) -> Path:
 def test_conversion_factor_is_codata_kcal_per_mol():
     assert pytest.approx(0.0433641, rel=1e-6) == KCAL_PER_MOL_TO_EV
     assert pytest.approx(KCAL_PER_MOL_IN_EV, rel=1e-9) == KCAL_PER_MOL_TO_EV
+    assert units.kcal / units.mol == KCAL_PER_MOL_TO_EV  # to the last bit, as ASE converts
 
 
 def test_shipped_file_matches_its_md5(shipped):
@@ -91,6 +93,9 @@ def test_shipped_file_is_read_in_ev(shipped):
     np.testing.assert_array_equal(data["pos"], raw["R"])
     np.testing.assert_allclose(data["energy"], raw["E"][:, 0] * KCAL_PER_MOL_IN_EV, rtol=1e-6)
     np.testing.assert_allclose(data["forces"], raw["F"] * KCAL_PER_MOL_IN_EV, rtol=1e-6)
+    ase_kcal = units.kcal / units.mol
+    np.testing.assert_array_equal(data["energy"], raw["E"][:, 0].astype(np.float64) * ase_kcal)
+    np.testing.assert_array_equal(data["forces"], raw["F"].astype(np.float64) * ase_kcal)
 
 
 def test_shipped_forces_have_no_net_force(shipped):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -10,10 +12,12 @@ from rdkit import Chem
 from torch_geometric.data import Batch
 
 from molfold.cli import main
-from molfold.conformers.predict import default_model_path, read_smiles_file
+from molfold.conformers.predict import DEFAULT_MODEL, read_smiles_file
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError
-from molfold.models.registry import atomic_save, build_conformer_model, conformer_payload
+from molfold.models.checkpoint import save_model
+from molfold.models.registry import build_model
+from molfold.shipped import shipped_data
 
 from .conftest import DATA
 
@@ -24,11 +28,9 @@ SMILES = {"paracetamol": "CC(=O)Nc1ccc(O)cc1", "ethanol": "CCO", "pyridine": "c1
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    network = build_conformer_model("rebind", TINY)
+    network = build_model("rebind", TINY, {"data": "test", "elements": [1, 6, 7, 8]})
     path = tmp_path_factory.mktemp("model") / "rebind.ckpt"
-    atomic_save(
-        {"molfold": conformer_payload(network, {"data": "test", "elements": [1, 6, 7, 8]})}, path
-    )
+    save_model(network, path)
     return path
 
 
@@ -121,21 +123,18 @@ def test_shipped_model_is_trained_and_predicts_usable_geometry():
     from molfold import predict_conformers
     from molfold.conformers.metrics import distance_errors, metrics_from_sums
     from molfold.conformers.predict import load_conformer_model
-    from molfold.data.conformer_data import geom_conformer_graphs
+    from molfold.data.datamodule import load_structures
 
-    assert default_model_path().is_file()
+    assert Path(shipped_data(DEFAULT_MODEL)).is_file()
     model = load_conformer_model()
-    assert model.training_data["data"] == "qm9" and model.training_data["elements"] == [
-        1,
-        6,
-        7,
-        8,
-        9,
-    ]
+    statistics = model.model_info["statistics"]
+    assert statistics["data"] == "qm9" and statistics["elements"] == [1, 6, 7, 8, 9]
     # trained, not random: far closer to the GFN2-xTB ground states of the shipped drug-like set
     # than an untrained model (an untrained one is off by more than 2 A, see the benchmark)
     graphs = [
-        g for g in geom_conformer_graphs(DATA / "geom_xtb") if set(g.z.tolist()) <= {1, 6, 7, 8}
+        g
+        for g in load_structures({"format": "geom", "path": str(DATA / "geom_xtb")})
+        if set(g.z.tolist()) <= {1, 6, 7, 8}
     ]
     batch = Batch.from_data_list(graphs)
     with torch.no_grad():
@@ -177,7 +176,7 @@ def test_xtb_and_potential_refinement(tiny_ckpt, tmp_path):
 
     from molfold import predict_conformers
     from molfold.conformers.predict import make_refiner
-    from molfold.models.registry import build_potential, save_model
+    from molfold.models.registry import build_model
 
     mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
     AllChem.EmbedMolecule(mol, randomSeed=3)
@@ -199,7 +198,7 @@ def test_xtb_and_potential_refinement(tiny_ckpt, tmp_path):
     hparams.update(radial_chemical_embed_dim=8, two_body_mlp_hidden=[8])
     hparams.update(allegro_mlp_hidden=[8], readout_mlp_hidden=[8], avg_num_neighbors=5.0)
     path = tmp_path / "potential.ckpt"
-    save_model(build_potential("allegro", [1, 6, 8], hparams), path)
+    save_model(build_model("allegro", hparams, {"species": [1, 6, 8]}), path)
     # the untrained conformer model puts atoms on top of each other, and the potential's
     # calculator refuses such a structure by name
     with pytest.raises(DataError, match="apart"):

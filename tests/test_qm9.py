@@ -1,7 +1,8 @@
 """QM9 loading: known values against the source files, units, atomization energies, the
 torch-geometric raw layout (written here from qm9pack molecules), errors, cache and split.
 
-Needs the optional qm9pack package (``pip install 'molfold[qm9]'``; the dev extra installs it).
+Most tests need the optional qm9pack package (``pip install 'molfold[qm9]'``; the dev extra
+installs it) and are skipped without it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase import units
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from molfold.data import qm9
+from molfold.data.sources import qm9
+from molfold.data.sources.qm9_files import QM9PACK_COLUMNS, SYMBOL_TO_Z
 from molfold.errors import DataError
+from molfold.units import HARTREE_TO_EV
 
 QM9PACK = qm9.qm9pack_dir()
-pytestmark = pytest.mark.skipif(
+needs_qm9pack = pytest.mark.skipif(
     QM9PACK is None, reason="qm9pack is not installed: pip install 'molfold[qm9]'"
 )
 
@@ -31,6 +35,9 @@ N_SAMPLE = 60  # GDB indices 1..62 minus 58 and 61, which are uncharacterized
 
 @pytest.fixture(scope="module")
 def sample() -> dict:
+    """The first molecules of qm9pack (every test using it is skipped without qm9pack)."""
+    if QM9PACK is None:
+        pytest.skip("qm9pack is not installed: pip install 'molfold[qm9]'")
     return qm9.read_qm9(None, max_molecules=N_SAMPLE)
 
 
@@ -73,24 +80,26 @@ def test_every_target_against_source_line(sample_data):
     """Molecule 40 (qm9pack row 39), every column of the table, in the stated units."""
     row = csv_row(40)
     data = next(d for d in sample_data if int(d.idx) == 40)
-    for name, column in qm9.QM9PACK_COLUMNS.items():
+    for name, column in QM9PACK_COLUMNS.items():
         expected = float(row[column]) * qm9.TARGETS[name][3]
         assert float(data[name]) == pytest.approx(expected, rel=1e-12), name
         assert qm9.TARGETS[name][1] == ("eV" if qm9.TARGETS[name][2] == "Hartree" else "") or (
             qm9.TARGETS[name][1] == qm9.TARGETS[name][2]
         )
-    elements = [qm9.SYMBOL_TO_Z[s] for s in eval(row["Elements"])]  # noqa: S307 (test data)
+    elements = [SYMBOL_TO_Z[s] for s in eval(row["Elements"])]  # noqa: S307 (test data)
     assert data.z.tolist() == elements
 
 
 def test_units_and_atomization_of_methane(sample_data):
-    assert pytest.approx(HARTREE_IN_EV, rel=1e-9) == qm9.HARTREE_TO_EV
+    assert pytest.approx(HARTREE_IN_EV, rel=1e-9) == HARTREE_TO_EV
+    assert units.Hartree == HARTREE_TO_EV  # to the last bit, as ASE converts
+    assert qm9.TARGETS["U0"][3] == HARTREE_TO_EV
     # atomref table of Ramakrishnan et al. 2014, Hartree: C -37.846772, H -0.500273 (U0)
     expected = -40.47893 - (-37.846772 + 4 * -0.500273)  # -0.631066 Hartree, about -396 kcal/mol
     assert float(sample_data[0].U0_atom) == pytest.approx(expected * HARTREE_IN_EV, rel=1e-8)
     for key in ("U0", "U", "H", "G"):
         data = sample_data[5]
-        refs = sum(qm9.ATOMREF[key][int(k)] for k in data.z) * qm9.HARTREE_TO_EV
+        refs = sum(qm9.ATOMREF[key][int(k)] for k in data.z) * HARTREE_TO_EV
         assert float(data[f"{key}_atom"]) == pytest.approx(float(data[key]) - refs, rel=1e-10)
     # torch-geometric's atomrefs (eV, CODATA 2018 Hartree) are the same table
     assert qm9.ATOMREF["U0"][6] * 27.211386246 == pytest.approx(-1029.86312267, abs=1e-4)
@@ -126,7 +135,7 @@ def molecules(*indices: int) -> dict:
         with open(QM9PACK / name, newline="") as handle:
             for row in csv.DictReader(handle):
                 if int(row["Index"]) in wanted:
-                    z = [qm9.SYMBOL_TO_Z[s] for s in eval(row["Elements"])]  # noqa: S307
+                    z = [SYMBOL_TO_Z[s] for s in eval(row["Elements"])]  # noqa: S307
                     xyz = row["XYZ_Ang"].replace("[", " ").replace("]", " ").split(",")
                     pos = np.array([float(v) for v in xyz]).reshape(-1, 3)
                     out[int(row["Index"])] = (np.array(z), pos, row["SMILES"])
@@ -158,6 +167,7 @@ def check_valid(mol, index: int) -> None:
 CAGES = (105, 650, 1152, 37494, 66495)
 
 
+@needs_qm9pack
 def test_strained_cages_get_their_smiles():
     from rdkit import Chem
 
@@ -180,6 +190,7 @@ def test_strained_cages_get_their_smiles():
     assert 1.8 < np.linalg.norm(pos[heads[0]] - pos[heads[1]]) < 1.95  # a contact, not a bond
 
 
+@needs_qm9pack
 def test_zwitterions_keep_their_charges():
     """GDB 271 ([NH3+]CCC([O-])=O) and 282: the template's charges, on the right atoms; and the
     same graph perceived from the geometry alone (no SMILES), charges included."""
@@ -223,6 +234,7 @@ def test_geometry_perception_matches_template(sample_data):
     assert sum(a.GetIsAromatic() for a in mol.GetAtoms()) == 5
 
 
+@needs_qm9pack
 def test_smiles_that_disagrees_with_the_geometry():
     """GDB 133857: the geometry's bonds differ from its SMILES' (same count, one moved), so the
     graph is perceived from the geometry: a valid neutral hydrocarbon, not the SMILES."""
@@ -275,7 +287,7 @@ def write_raw_layout(folder: Path, data_list: list, uncharacterized: int = 58) -
         blocks.append(Chem.MolToMolBlock(mol) + "$$$$\n")
         values = [float(data[name]) / qm9.TARGETS[name][3] for name in raw_names]
         values += [
-            float(data[f"{k}_atom"]) / qm9.HARTREE_TO_EV * 627.509 for k in ["U0", "U", "H", "G"]
+            float(data[f"{k}_atom"]) / HARTREE_TO_EV * 627.509 for k in ["U0", "U", "H", "G"]
         ]
         lines.append(f"gdb_{idx}," + ",".join(repr(v) for v in values))
     (folder / "gdb9.sdf").write_text("".join(blocks))
@@ -347,6 +359,7 @@ def test_corrupt_raw_files_raise(raw_root):
         qm9.read_uncharacterized(unchar)
 
 
+@needs_qm9pack
 def test_truncated_qm9pack_raises(tmp_path):
     with open(QM9PACK / "qm9_part1.csv", newline="") as handle:
         head = [next(handle) for _ in range(6)]
@@ -361,6 +374,27 @@ def test_truncated_qm9pack_raises(tmp_path):
     (tmp_path / "qm9_part1.csv").write_text("".join(bad))
     with pytest.raises(DataError, match="InternalEnergy_0K_au"):
         qm9.read_qm9pack(tmp_path)
+
+
+def test_long_csv_fields_are_read_and_the_field_limit_is_restored(tmp_path):
+    """A field longer than csv's default limit (131,072 characters) is read; the process-wide
+    limit is raised only while the files are read, not at import."""
+    default = csv.field_size_limit()
+    assert default == 131_072
+    header = ["Index", "SMILES", "Elements", "XYZ_Ang", *QM9PACK_COLUMNS.values()]
+    xyz = "[[0.0, 0.0, 0.0]" + " " * 200_000 + "]"  # one carbon atom, padded
+    row = ["1", "C", "['C']", xyz, *["-40.5" if "Energy" in c else "1.0" for c in header[4:]]]
+    with open(tmp_path / qm9.QM9PACK_FILES[0], "w", newline="") as handle:
+        csv.writer(handle).writerows([header, row])
+    for name in qm9.QM9PACK_FILES[1:]:
+        (tmp_path / name).write_text(",".join(header) + "\n")
+    tensors = qm9.read_qm9pack(tmp_path)
+    assert tensors["idx"].tolist() == [1] and tensors["z"].tolist() == [6]
+    assert csv.field_size_limit() == default
+    (tmp_path / qm9.QM9PACK_FILES[1]).write_text("")
+    with pytest.raises(DataError, match="empty file"):
+        qm9.read_qm9pack(tmp_path)
+    assert csv.field_size_limit() == default
 
 
 @pytest.fixture(scope="module")
@@ -413,8 +447,7 @@ def test_cache_round_trip(tmp_path, sample):
     path = qm9.cache_path(None, 30, tmp_path)
     assert not path.exists()
     fresh = qm9.load_qm9(max_molecules=30, cache_dir=tmp_path)
-    assert path.is_file() and path.parent == tmp_path
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(tmp_path.iterdir()) == [path]  # no temporary file left
     start = time.perf_counter()
     cached = qm9.load_qm9(max_molecules=30, cache_dir=tmp_path)
     assert time.perf_counter() - start < 2.0
@@ -430,6 +463,7 @@ def test_cache_round_trip(tmp_path, sample):
     assert torch.equal(stored["targets"], sample["targets"][:30])
 
 
+@needs_qm9pack
 def test_corrupt_cache_is_rebuilt(tmp_path):
     path = qm9.cache_path(None, 5, tmp_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -457,6 +491,7 @@ def test_split_sizes_and_seed():
         qm9.qm9_split(1000, seed=0)
 
 
+@needs_qm9pack
 def test_qm9pack_holds_the_characterized_molecules():
     """130,831 rows, GDB indices 1..133,885 with exactly 3,054 missing (fast: CSV only)."""
     indices = []
@@ -472,6 +507,7 @@ def test_qm9pack_holds_the_characterized_molecules():
 
 
 @pytest.mark.slow
+@needs_qm9pack
 def test_full_conversion(tmp_path):
     data = qm9.load_qm9(cache_dir=tmp_path)
     assert len(data) == 130_831

@@ -1,6 +1,9 @@
-"""ReBind: Lennard-Jones rewiring, permutation equivariance, the equivariant decoder, losses."""
+"""ReBind: Lennard-Jones rewiring, permutation equivariance, the equivariant decoder, losses,
+the reference's initialisation of the relation weights, and the gate's inputs."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from molfold.conformers.metrics import distance_errors, distance_l1_loss, metric
 from molfold.data.molgraph import smiles_to_graph
 from molfold.errors import UnknownElementError
 from molfold.models.rebind import ReBind, laplacian_eigenvectors
+from molfold.nn.graph_transformer import MultiRelationalAttention
 from molfold.nn.lennard_jones import (
     force_based_rewiring,
     lennard_jones_energy,
@@ -113,6 +117,59 @@ def test_rewiring_is_applied_and_changes_the_output():
     assert (plain["num_attractive"] + plain["num_repulsive"] == 0).all()
     torch.testing.assert_close(wired["pos_intermediate"], plain["pos_intermediate"])
     assert (wired["pos"] - plain["pos"]).abs().max() > 1e-4
+
+
+# --- initialisation and the gate -----------------------------------------------------------
+def test_relation_weights_are_uniform_on_the_reference_glorot_bound():
+    # the reference's w_t has shape (1, heads, 1, 1) and PyG's glorot takes its fan from the last
+    # two dims: fan_in = fan_out = 1, so w_t ~ U(-sqrt(6 / 2), sqrt(6 / 2)) for any head count
+    bound = math.sqrt(6.0 / (1 + 1))
+    torch.manual_seed(0)
+    for num_heads in (2, 8):
+        w = MultiRelationalAttention(8, num_heads, num_relations=4000).relation_weights.detach()
+        assert w.shape == (4000, num_heads)
+        assert w.abs().max() <= bound
+        assert w.abs().max() > 0.999 * bound
+        assert float(w.mean()) == pytest.approx(0.0, abs=0.03)
+        assert float(w.var()) == pytest.approx(bound**2 / 3, rel=0.03)  # uniform: b^2 / 3 = 1
+    # ReBind's own Linear initialisation leaves them alone
+    w = torch.cat([p.flatten() for n, p in ReBind(**TINY).named_parameters() if "relation" in n])
+    assert w.abs().max() <= bound
+    assert w.abs().max() > math.sqrt(6.0 / (1 + TINY["num_heads"]))  # above the old, smaller bound
+
+
+def _gate_inputs(model: ReBind, batch) -> dict[str, torch.Tensor]:
+    """The encoder's output, the decoder's input and the gate's two inputs, each [B, N, d]."""
+    seen = {}
+    hooks = [
+        model.encoder[-1].register_forward_hook(lambda m, a, out: seen.update(encoded=out)),
+        model.decoder[0].register_forward_hook(lambda m, a, out: seen.update(decoder_in=a[0])),
+        model.gate.register_forward_hook(lambda m, a, out: seen.update(gate=a)),
+    ]
+    with torch.no_grad():
+        seen["out"] = model(batch)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def test_gate_with_encoding_is_opt_in_and_gates_against_the_encoded_input():
+    torch.manual_seed(4)
+    batch = Batch.from_data_list([smiles_to_graph(s)[0] for s in ("CCO", ASYMMETRIC)])
+    model = ReBind(**TINY).eval()
+    assert model.gate_with_encoding is False  # the shipped model's form is the default
+    default = _gate_inputs(model, batch)
+    torch.testing.assert_close(default["gate"][1], default["encoded"], rtol=0, atol=0)
+    model.gate_with_encoding = True
+    opted = _gate_inputs(model, batch)
+    # the released code's form: encoder output plus the positional encoding, the decoder's input
+    torch.testing.assert_close(opted["gate"][1], opted["decoder_in"], rtol=0, atol=0)
+    assert (opted["gate"][1] - opted["encoded"]).abs().max() > 1e-3
+    out, out_opted = default["out"], opted["out"]
+    torch.testing.assert_close(out_opted["pos_intermediate"], out["pos_intermediate"])
+    assert (out_opted["pos"] - out["pos"]).abs().max() > 1e-5
+    with pytest.raises(ValueError, match="gate_with_encoding"):
+        ReBind(**TINY, decoder="equivariant", gate_with_encoding=True)
 
 
 # --- symmetry -------------------------------------------------------------------------------

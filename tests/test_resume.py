@@ -93,28 +93,33 @@ STEPWISE = [o for o in TINY if o != "trainer.max_epochs=1"] + [
 
 
 @pytest.mark.parametrize(
-    "hook, step",
+    "hook, step, scheduler",
     [
-        ("on_train_batch_start", 4),  # right after step 4, the first of epoch 1, and its save
-        ("on_train_batch_start", 5),  # after step 5, which is lost: the last save is step 4's
+        ("on_train_batch_start", 4, "plateau"),  # right after step 4 (epoch 1) and its save
+        ("on_train_batch_start", 5, "plateau"),  # after step 5, lost: the last save is step 4's
+        ("on_train_batch_start", 5, "cosine"),  # step-wise schedules resume exactly too
+        ("on_train_batch_start", 5, "linear_warmup"),
     ],
 )
-def test_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, monkeypatch, hook, step):
+def test_run_stopped_mid_epoch_resumes_as_if_never_stopped(
+    tmp_path, monkeypatch, hook, step, scheduler
+):
     """Parameters, optimizer, scheduler and EMA state and test metrics equal (float64, to 1e-12)
     those of an uninterrupted run with the same seed."""
     build_trainer = run.build_trainer
     stop_at: list[Callback] = []
 
-    def with_stop(config, run_dir):
-        trainer = build_trainer(config, run_dir)
+    def with_stop(config, settings, run_dir):
+        trainer = build_trainer(config, settings, run_dir)
         trainer.callbacks[:0] = stop_at
         return trainer
 
     monkeypatch.setattr(run, "build_trainer", with_stop)
-    assert main(["train", f"run_dir={tmp_path / 'whole'}", *STEPWISE]) == 0
+    stepwise = [*STEPWISE, f"optim.scheduler={scheduler}"]
+    assert main(["train", f"run_dir={tmp_path / 'whole'}", *stepwise]) == 0
     stop_at.append(_StopAt(hook, step))
     with pytest.raises(_Stopped):
-        main(["train", f"run_dir={tmp_path / 'stopped'}", *STEPWISE])
+        main(["train", f"run_dir={tmp_path / 'stopped'}", *stepwise])
     last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == 4 and saved["epoch"] == 1  # mid-epoch
@@ -122,7 +127,7 @@ def test_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, monkeypatch
         {"epoch": 1, "batches": 1}
     ]
     stop_at.clear()
-    assert main(["train", f"run_dir={tmp_path / 'stopped'}", *STEPWISE, "resume=true"]) == 0
+    assert main(["train", f"run_dir={tmp_path / 'stopped'}", *stepwise, "resume=true"]) == 0
 
     whole, resumed = (
         torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)

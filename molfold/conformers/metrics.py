@@ -5,10 +5,26 @@
   of all molecules of a split, as the reference code accumulates them; Angstrom.
 * **C-RMSD**: root-mean-square deviation of heavy-atom coordinates after optimal superposition,
   computed by RDKit's ``rdMolAlign.GetBestRMS``, which also tries every permutation of
-  symmetry-equivalent atoms (graph automorphisms of the heavy-atom graph); averaged per molecule.
-  Hydrogens are removed first, as in GTMGC/ReBind's evaluation.
+  symmetry-equivalent atoms (graph automorphisms of the heavy-atom graph) but only proper
+  rotations; averaged per molecule. Hydrogens are removed first, as in GTMGC/ReBind's evaluation
+  (``get_metrics`` in ``evaluate.py`` with ``--removeHs``).
 
-All are invariant to rotating or translating either conformation.
+All are invariant to rotating or translating either conformation. D-MAE and D-RMSE are also
+invariant to reflecting it; C-RMSD is not, so :func:`c_rmsd_pair` reports it three ways:
+``c_rmsd`` (the prediction as it is), ``c_rmsd_stereo`` (after molfold's mirror correction,
+:func:`molfold.conformers.stereo.match_stereocentres`, which needs only the graph) and
+``c_rmsd_mirror`` = min(C-RMSD(pred), C-RMSD(mirror image of pred)), the papers' protocol.
+
+The published GTMGC and ReBind C-RMSD is un-mirrored by their evaluation: ``evaluate.py`` of
+Rich-XGK/GTMGC and of holymollyhao/ReBIND passes the reference conformer into the model, whose
+``ConformerPredictionHead`` (``models/modules/task_head.py``) aligns the prediction to it with
+``align_conformer_hat_to_conformer`` (``models/modules/utils.py``): Kabsch with ``R = V U^T``
+from ``torch.svd`` and no determinant check, so R is a reflection whenever the mirror image fits
+the reference better; ``GetBestRMS`` then scores that prediction. The code picks the image by an
+all-atom fit without symmetry matching (its centroids also average over the batch's padding
+rows), ``c_rmsd_mirror`` by the heavy-atom, symmetry-matched C-RMSD itself, so per molecule
+``c_rmsd_mirror`` is at most the code's value and equal when both pick the same image. Compare
+published C-RMSD with ``c_rmsd_mirror``.
 """
 
 from __future__ import annotations
@@ -84,12 +100,21 @@ def kabsch_rmsd(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((p @ rotation - q) ** 2).sum(-1).mean().sqrt()
 
 
-def c_rmsd_pair(graph, predicted: torch.Tensor) -> tuple[float, float]:
-    """C-RMSD of ``predicted`` [N, 3] against ``graph.pos``: as predicted, and after the
-    mirror-image correction of :func:`molfold.conformers.stereo.match_stereocentres`."""
+def c_rmsd_pair(graph, predicted: torch.Tensor) -> dict[str, float]:
+    """C-RMSD (Angstrom, see the module docstring) of ``predicted`` [N, 3] (Angstrom, the graph's
+    atom order) against ``graph.pos`` [N, 3]: ``{"c_rmsd", "c_rmsd_stereo", "c_rmsd_mirror"}``.
+
+    The mirror image is z -> -z, the reflection :func:`match_stereocentres` applies, so
+    ``c_rmsd_stereo`` is one of the two values ``c_rmsd_mirror`` is the minimum of, and
+    ``c_rmsd_mirror <= min(c_rmsd, c_rmsd_stereo)``.
+    """
     from molfold.conformers.stereo import match_stereocentres
     from molfold.data.molgraph import graph_to_mol
 
-    reference, prediction = graph_to_mol(graph), graph_to_mol(graph, predicted)
+    reference = graph_to_mol(graph)
+    prediction = graph_to_mol(graph, predicted)
+    mirror_image = graph_to_mol(graph, predicted * predicted.new_tensor([1.0, 1.0, -1.0]))
     raw = c_rmsd(prediction, reference)
-    return raw, c_rmsd(prediction, reference) if match_stereocentres(prediction) else raw
+    mirrored = c_rmsd(mirror_image, reference)
+    stereo = mirrored if match_stereocentres(prediction) else raw
+    return {"c_rmsd": raw, "c_rmsd_stereo": stereo, "c_rmsd_mirror": min(raw, mirrored)}

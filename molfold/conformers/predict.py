@@ -23,6 +23,7 @@ and reported.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,8 @@ from torch_geometric.data import Batch
 from molfold.conformers.stereo import match_stereocentres
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError, MissingFileError, UnknownElementError
+from molfold.io import atomic_write
+from molfold.shipped import shipped_data
 
 DEFAULT_MODEL = "rebind_qm9.pt"
 REFINE_STEPS = 500
@@ -71,25 +74,15 @@ def read_smiles_file(path: str | os.PathLike) -> list[MoleculeInput]:
     return molecules
 
 
-def default_model_path() -> Path:
-    """The ReBind checkpoint that ships with molfold (trained on QM9, see data/README.md)."""
-    from molfold.data.datamodule import SHIPPED_DATA
-
-    candidates = [folder / DEFAULT_MODEL for folder in SHIPPED_DATA]
-    return next((path for path in candidates if path.is_file()), candidates[0])
-
-
 def load_conformer_model(ckpt: str | os.PathLike | None = None, device: str = "cpu"):
     """A conformer model from ``ckpt`` (default: the shipped model), in eval mode."""
-    from molfold.models.registry import CONFORMER_MODELS, load_model
+    from molfold.models.checkpoint import load_model
 
-    path = Path(ckpt) if ckpt else default_model_path()
+    path = Path(ckpt) if ckpt else Path(shipped_data(DEFAULT_MODEL))
     model = load_model(path, device)
-    if model.config["model"] not in CONFORMER_MODELS:
-        raise ConfigError(
-            f"{path} holds a {model.config['model']!r} potential, not a conformer model"
-        )
-    model.source = str(path)
+    info = model.model_info
+    if info["kind"] != "conformer":
+        raise ConfigError(f"{path} holds a {info['name']!r} {info['kind']}, not a conformer model")
     return model
 
 
@@ -148,11 +141,12 @@ def make_refiner(refine: str):
         return xtb
     if Path(refine).is_file():
         from molfold.calculator import MolfoldCalculator
-        from molfold.models.registry import load_model
+        from molfold.models.checkpoint import load_model
 
         potential = load_model(refine)
-        if not hasattr(potential, "r_max"):
-            raise ConfigError(f"refine={refine} is a conformer model, not a potential")
+        if potential.model_info["kind"] != "potential":
+            kind = potential.model_info["kind"]
+            raise ConfigError(f"refine={refine} is a {kind} model, not a potential")
 
         def learned(mol, conf_id: int) -> bool:
             return _relax_with_ase(mol, conf_id, MolfoldCalculator(potential))
@@ -172,6 +166,7 @@ class Prediction:
     input: MoleculeInput
     mol: object | None = None
     error: str | None = None
+    error_type: type[Exception] = DataError
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -215,17 +210,16 @@ def predict(
             result.mol = mol
             valid.append((result, graph))
         except (InvalidMoleculeError, UnknownElementError) as error:
-            result.error = str(error)
+            result.error, result.error_type = str(error), type(error)
         results.append(result)
 
-    known = set(getattr(model, "training_data", {}).get("elements", []))
+    known = set(model.model_info["statistics"].get("elements", []))
     for result, graph in valid:
         unseen = sorted(set(graph.z.tolist()) - known) if known else []
         if unseen:
             print(
                 f"molfold predict: warning: {result.input.where}: elements {unseen} never appeared "
-                f"in the model's training data ({model.training_data.get('data')}); expect a "
-                "poor structure",
+                "in the model's training data; expect a poor structure",
                 file=sys.stderr,
             )
     generator = torch.Generator().manual_seed(seed)
@@ -271,14 +265,18 @@ def predict_conformers(
     :func:`predict` to keep going past bad inputs.
     """
     single = isinstance(smiles, str)
-    items = [
-        MoleculeInput(s, "", f"SMILES {k}") for k, s in enumerate([smiles] if single else smiles)
-    ]
+    if not single and not isinstance(smiles, Iterable):
+        raise ConfigError(f"smiles must be a SMILES string or a list of them, got {smiles!r}")
+    smiles = [smiles] if single else list(smiles)
+    bad = [s for s in smiles if not isinstance(s, str)]
+    if bad:
+        raise ConfigError(f"smiles must be a SMILES string or a list of them; found {bad[0]!r}")
+    items = [MoleculeInput(s, "", f"SMILES {k}") for k, s in enumerate(smiles)]
     model = load_conformer_model(ckpt)
     results = predict(items, model, num_conformers, refine, batch_size, seed, progress)
     for result in results:
         if result.error:
-            raise (InvalidMoleculeError if result.mol is None else DataError)(result.error)
+            raise result.error_type(result.error)
     mols = [r.mol for r in results]
     return mols[0] if single else mols
 
@@ -288,30 +286,25 @@ def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: st
     with the input name (or its SMILES), with the input SMILES, model and refinement as fields."""
     from rdkit import Chem
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    text = io.StringIO()
     written = 0
-    try:
-        with Chem.SDWriter(str(tmp)) as writer:
-            for result in results:
-                if result.error or result.mol is None:
-                    continue
-                mol = result.mol
-                mol.SetProp("_Name", result.input.name or result.input.smiles)
-                mol.SetProp("input_smiles", result.input.smiles)
-                mol.SetProp("molfold_model", model_name)
-                mol.SetProp("molfold_refine", refine)
-                for k, conformer in enumerate(mol.GetConformers()):
-                    mol.SetIntProp("conformer_index", k)
-                    if conformer.HasProp("refine_converged"):
-                        converged = conformer.GetBoolProp("refine_converged")
-                        mol.SetIntProp("molfold_refine_converged", int(converged))
-                    writer.write(mol, confId=conformer.GetId())
-                    written += 1
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with Chem.SDWriter(text) as writer:
+        for result in results:
+            if result.error or result.mol is None:
+                continue
+            mol = result.mol
+            mol.SetProp("_Name", result.input.name or result.input.smiles)
+            mol.SetProp("input_smiles", result.input.smiles)
+            mol.SetProp("molfold_model", model_name)
+            mol.SetProp("molfold_refine", refine)
+            for k, conformer in enumerate(mol.GetConformers()):
+                mol.SetIntProp("conformer_index", k)
+                if conformer.HasProp("refine_converged"):
+                    converged = conformer.GetBoolProp("refine_converged")
+                    mol.SetIntProp("molfold_refine_converged", int(converged))
+                writer.write(mol, confId=conformer.GetId())
+                written += 1
+    atomic_write(path, text.getvalue())
     return written
 
 
@@ -335,7 +328,7 @@ def predict_to_sdf(config: dict) -> int:
         int(config.get("seed", 0)),
         progress=True,
     )
-    name = f"{model.config['model']} ({model.source})"
+    name = f"{model.model_info['name']} ({model.checkpoint_info['path']})"
     written = write_sdf(results, config["output"], name, str(config.get("refine", "mmff")))
     failed = [r for r in results if r.error]
     for result in failed:

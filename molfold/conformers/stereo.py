@@ -5,7 +5,17 @@ prediction may come out as the enantiomer of what the graph specifies. Reflectin
 through a plane changes no distance (D-MAE, D-RMSE stay the same) but inverts every stereocentre.
 :func:`match_stereocentres` keeps whichever of the two images agrees with more of the
 tetrahedral stereocentres the molecule's graph specifies (CIP labels R/S); molecules without
-specified stereocentres are left alone. Not part of the papers' pipeline.
+specified stereocentres are left alone. The reflection is z -> -z of every atom.
+
+GTMGC's and ReBind's published evaluation un-mirrors too, but with the answer: ``evaluate.py``
+(Rich-XGK/GTMGC, holymollyhao/ReBIND) gives the model the reference conformer, and its
+``ConformerPredictionHead`` (``models/modules/task_head.py``) aligns the prediction to it by
+``align_conformer_hat_to_conformer`` (``models/modules/utils.py``), a Kabsch fit ``R = V U^T``
+with no determinant check, which reflects the prediction whenever its mirror image fits the
+reference better. This module needs only the graph, so it also works at prediction time, where
+no reference exists (``molfold predict``); it can only fix molecules with specified
+stereocentres. :func:`molfold.conformers.metrics.c_rmsd_pair` reports C-RMSD both ways
+(``c_rmsd_stereo``; ``c_rmsd_mirror``, the papers' protocol).
 """
 
 from __future__ import annotations

@@ -42,6 +42,12 @@ ENERGY = "energy"  # [1] (batched: [B]) eV
 FORCES = "forces"  # [N, 3] eV/Angstrom
 STRESS = "stress"  # [1, 3, 3] (batched: [B, 3, 3]) eV/Angstrom^3
 ATOMIC_ENERGY = "atomic_energy"  # [N] eV, per-atom energies from a model
+POS_INTERMEDIATE = "pos_intermediate"  # [N, 3] Angstrom, a two-stage conformer model's first guess
+ATOM_FEATURES = "atom_features"  # [N, 9] categorical atom features (molfold.data.molgraph)
+BOND_INDEX = "bond_index"  # [2, 2B] bonds of the 2D molecular graph, both directions
+BOND_TYPE = "bond_type"  # [2B] 1 single, 2 double, 3 triple, 4 aromatic
+CONFORMER_FIELDS = (POS, Z, ATOM_FEATURES, BOND_INDEX, BOND_TYPE)
+"""What a conformer graph (2D molecular graph with its ground-state geometry) carries."""
 
 
 def edge_vectors(data: Data) -> torch.Tensor:

@@ -1,7 +1,19 @@
 """Training-set statistics that set a potential's scale: per-species energy shifts, force RMS,
 average number of neighbours.
 
-These are computed from the training split only, once, and stored in the checkpoint.
+These are computed from the training split only, once, and stored in the checkpoint. Their names
+are what configs interpolate, ``${statistics:avg_num_neighbors}`` (resolved by
+:func:`molfold.train.run.train` once the training split is known), as nequip's
+``${training_data_stats:...}``.
+
+Per-species energy shifts, two ways (``task.energy_shifts``):
+
+* ``mean_per_atom`` (default): every species gets the mean over training structures of
+  E_k / N_k, as the nequip/Allegro tutorials
+  (``per_type_energy_shifts: ${training_data_stats:per_atom_energy_mean}``);
+* ``least_squares``: per-element energies e_s with E ~ sum_s n_s e_s. Meaningful only with many
+  compositions; on single-molecule data (MD17) the system is rank deficient and the
+  minimum-norm solution spreads the energy over the elements arbitrarily.
 """
 
 from __future__ import annotations
@@ -44,6 +56,14 @@ def per_species_energy_shifts(graphs: Sequence[Data], species: Sequence[int]) ->
     return shifts
 
 
+def per_atom_energy_mean(graphs: Sequence[Data]) -> float:
+    """Mean over structures of energy / number of atoms, eV."""
+    return float(np.mean([float(g[G.ENERGY].reshape(-1)[0]) / g.num_nodes for g in graphs]))
+
+
+ENERGY_SHIFT_METHODS = ("mean_per_atom", "least_squares")
+
+
 def force_rms(graphs: Sequence[Data]) -> float:
     """Root mean square of all force components, eV/Angstrom."""
     squares = sum(float((graph[G.FORCES] ** 2).sum()) for graph in graphs)
@@ -51,15 +71,23 @@ def force_rms(graphs: Sequence[Data]) -> float:
     return (squares / components) ** 0.5
 
 
-def fit_statistics(graphs: Sequence[Data]) -> dict:
-    """Species, per-species shifts (eV), energy scale (eV; force RMS when forces are known, else
-    the per-atom energy residual RMS) and the average neighbour count of a training set."""
+def fit_statistics(graphs: Sequence[Data], energy_shifts: str = "mean_per_atom") -> dict:
+    """Species, per-species shifts (eV, by ``energy_shifts``: see the module docstring), energy
+    scale (eV; force RMS when forces are known, else the per-atom energy residual RMS) and the
+    average neighbour count of a training set."""
+    if energy_shifts not in ENERGY_SHIFT_METHODS:
+        raise ValueError(
+            f"energy_shifts must be one of {ENERGY_SHIFT_METHODS}, got {energy_shifts!r}"
+        )
     if len(graphs) == 0:
         raise DataError("the training set is empty")
     if any(G.ENERGY not in graph for graph in graphs):
         raise DataError("every training structure needs an energy to fit per-species shifts")
     species = species_of(graphs)
-    shifts = per_species_energy_shifts(graphs, species)
+    if energy_shifts == "least_squares":
+        shifts = per_species_energy_shifts(graphs, species)
+    else:
+        shifts = np.full(len(species), per_atom_energy_mean(graphs))
     if all(G.FORCES in graph for graph in graphs):
         scale = force_rms(graphs)
     else:
@@ -78,6 +106,9 @@ def fit_statistics(graphs: Sequence[Data]) -> dict:
         "species": species,
         "energy_shifts": [float(s) for s in shifts],
         "energy_scale": float(scale),
+        "energy_shift_method": energy_shifts,
+        "per_atom_energy_mean": per_atom_energy_mean(graphs),
         "avg_num_neighbors": average_num_neighbors(graphs),
         "num_structures": len(graphs),
+        "avg_num_atoms": float(np.mean([g.num_nodes for g in graphs])),
     }

@@ -4,23 +4,42 @@ Every quantity lives on an ordered pair (i, j) of atoms closer than r_max, with 
 is no message passing between centres: the only communication is inside the cutoff sphere of i,
 through the environment embedding, so the model is local and parallelises by domains.
 
-The steps below follow the paper (Fig. 1, Methods) and the current reference code
-(mir-group/allegro >= 0.4, ``allegro/model/allegro_models.py``, ``allegro/nn/_allegro.py``):
+``latent_update`` picks one of two versions of the reference code (paper Fig. 1 and Methods):
+
+* ``"dense"``: mir-group/allegro >= 0.4 (nequip-allegro 0.8.3), ``allegro/model/allegro_models.py``
+  and ``allegro/nn/_allegro.py``: the same parameters (62,464 for its tutorial settings, 4 species).
+* ``"resnet"``: allegro v0.3.0 (tag commit 0cb3ec8, the paper-era design before the 0.4 rewrite),
+  ``allegro/nn/_allegro.py`` with the module defaults ``tensors_mixing_mode="uuulin"`` and
+  ``self_edge_tensor_product=False``.
 
 1. Two-body scalar embedding x_ij^0: a Bessel basis of r_ij times the polynomial cutoff, mapped
    linearly and multiplied by the concatenated centre and neighbour species embeddings, then an MLP.
 2. Two-body tensor features V_ij^0: the spherical harmonics Y(r_ij) in ``num_tensor_features``
    channels, each channel and irrep weighted by a linear map of x_ij^0.
 3. Per layer l:
-   a. environment embedding of the centre, w_ij * Y(r_ij) summed over the neighbours j of i and
-      divided by sqrt(avg_num_neighbors), with weights w_ij from the latent features;
-   b. tensor product, channel by channel, of V_ij with the environment embedding of i;
-   c. the scalar (0e) part of the product joins the latent features, and a latent MLP gives the
-      new scalars and the environment weights for the next layer. ``latent_update="dense"`` feeds
-      the MLP all earlier scalars concatenated (current reference code); ``"resnet"`` feeds it the
-      last scalars and mixes old and new with learned cumulative-softmax coefficients (the paper).
+   a. environment embedding of the centre i, w_ij Y(r_ij) summed over neighbours. Dense: over all
+      j, / sqrt(avg_num_neighbors), w from the previous latent MLP (from a linear map of x^0 at
+      l = 0). Resnet: over all k != j, / sqrt(avg_num_neighbors - 1), w a separate linear map of
+      the current latent x^l (v0.3.0 ``env_embed_mlps``).
+   b. tensor product, channel by channel, of V_ij with the environment of i. Dense: learned path
+      weights, paths to one irrep summed. Resnet: no weights, every path kept, then an equivariant
+      linear mixing channels and paths (v0.3.0 ``linears``, :mod:`molfold.nn.path_mixing`).
+   c. the scalars of the product join the latent and a latent MLP gives new scalars. Dense: the 0e
+      output of every channel; the MLP sees all earlier latents concatenated and also gives the
+      next environment weights. Resnet: every scalar path of every channel, taken before the
+      linear; the MLP sees x^l, and x^(l+1) = sqrt(c_old) x^l + sqrt(c_new) MLP(x^l, scalars) with
+      cumulative-softmax coefficients, fixed unless ``latent_resnet_coefficients_learnable``.
 4. Readout: an MLP gives one energy per edge; edge energies are summed onto the centres with the
    factor 1 / sqrt(2 avg_num_neighbors).
+
+In ``"resnet"`` x^0 is the two-body MLP's output itself (v0.3.0 ``latents[0]``). Departures there:
+v0.3.0's ``env_embed_mlps[0]`` is one linear map giving the V^0 and the layer-0 environment weights,
+here two with the same normalisation (same function and parameter count); v0.3.0 also builds a
+linear after the last tensor product whose output is never used (num_tensor_features^2 x scalar
+paths parameters), molfold does not. Shared with "dense", unlike v0.3.0: fixed Bessel frequencies
+(v0.3.0 trains them), edge energies scaled by 1/sqrt(2 avg_num_neighbors) (v0.3.0: 1/sqrt(avg)),
+MLP layers after an activation with gain sqrt(2) (v0.3.0: 1.679, the second moment of SiLU), and
+equal initial resnet coefficients (v0.3.0 can set them).
 
 Per-species scale and shift, the sum over atoms and forces by autograd are in
 :class:`molfold.models.potential.Potential`. No layer has a bias, so everything an edge contributes
@@ -38,9 +57,13 @@ from torch import nn
 from torch_geometric.data import Data
 
 from molfold.data import graph as G
+from molfold.models.registry import register
+from molfold.nn.environment import EnvironmentEmbedding
+from molfold.nn.latent_mixing import LatentMixing
 from molfold.nn.mlp import ScalarMLP
-from molfold.nn.radial import BesselBasis, PolynomialCutoff
+from molfold.nn.path_mixing import PathMixingLinear, PathwiseTensorProduct
 from molfold.nn.strided import ChannelwiseTensorProduct, WeightedChannels
+from molfold.nn.two_body import TwoBodyEmbedding
 
 LATENT_UPDATES = ("dense", "resnet")
 
@@ -77,66 +100,8 @@ def tensor_track_irreps(
     return track
 
 
-class TwoBodyEmbedding(nn.Module):
-    """Scalar features x_ij^0 of each edge from its length and the species of its two atoms.
-
-    ``forward(lengths [E, 1] Angstrom, centre_types [E], neighbour_types [E]) -> [E, out_dim]``.
-    """
-
-    def __init__(
-        self,
-        num_types: int,
-        r_max: float,
-        num_bessels: int,
-        polynomial_p: int,
-        embed_dim: int,
-        out_dim: int,
-        mlp_hidden: Sequence[int],
-        activation: str,
-    ) -> None:
-        super().__init__()
-        if embed_dim % 2:
-            raise ValueError(f"radial_chemical_embed_dim must be even, got {embed_dim}")
-        self.r_max = r_max
-        self.bessel = BesselBasis(num_bessels)
-        self.cutoff = PolynomialCutoff(polynomial_p)
-        self.radial_linear = ScalarMLP(num_bessels, embed_dim)
-        self.centre_embedding = nn.Embedding(num_types, embed_dim // 2)
-        self.neighbour_embedding = nn.Embedding(num_types, embed_dim // 2)
-        self.mlp = ScalarMLP(embed_dim, out_dim, mlp_hidden, activation)
-
-    def forward(
-        self, lengths: torch.Tensor, centre_types: torch.Tensor, neighbour_types: torch.Tensor
-    ) -> torch.Tensor:
-        x = lengths / self.r_max
-        radial = self.radial_linear(self.bessel(x) * self.cutoff(x))
-        species = torch.cat(
-            [self.centre_embedding(centre_types), self.neighbour_embedding(neighbour_types)], -1
-        )
-        return self.mlp(species * radial)
-
-
-class LatentMixing(nn.Module):
-    """Residual update x <- sqrt(c_old) x + sqrt(c_new) x_new of the paper's code (allegro 0.3).
-
-    The coefficients are a cumulative softmax of one learned logit per latent (the two-body
-    latent and one per layer), so the latent keeps unit variance whatever the weights.
-    """
-
-    def __init__(self, num_layers: int) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.zeros(num_layers + 1))
-
-    def forward(self, old: torch.Tensor, new: torch.Tensor, layer: int) -> torch.Tensor:
-        weights = (self.logits - self.logits.max()).exp()
-        cumulative = weights.cumsum(0)
-        c_old = cumulative[layer] / cumulative[layer + 1]
-        c_new = weights[layer + 1] / cumulative[layer + 1]
-        return c_old.sqrt() * old + c_new.sqrt() * new
-
-
 class AllegroLayer(nn.Module):
-    """One Allegro layer: environment embedding, tensor product, latent MLP.
+    """One layer of the current reference code: environment, weighted tensor product, latent MLP.
 
     ``forward(tensor_features [E, mul, irreps_in.dim], sh [E, sh.dim], env_weights [E, mul * n_sh],
     latents [E, latent_in_dim], centre [E], num_atoms) -> (tensor_features [E, mul,
@@ -160,22 +125,13 @@ class AllegroLayer(nn.Module):
         if o3.Irrep("0e") != irreps_out[0].ir:
             raise ValueError(f"layer output irreps must start with 0e, got {irreps_out}")
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
-        self.env_weighter = WeightedChannels(sh_irreps, num_tensor_features)
-        self.env_sum_factor = 1.0 / math.sqrt(avg_num_neighbors)
+        self.environment = EnvironmentEmbedding(
+            sh_irreps, num_tensor_features, avg_num_neighbors, exclude_self=False
+        )
         self.tensor_product = ChannelwiseTensorProduct(
             irreps_in, sh_irreps, irreps_out, num_tensor_features, path_channel_coupling
         )
         self.latent_mlp = ScalarMLP(latent_in_dim, latent_out_dim, mlp_hidden, activation)
-
-    def environment(
-        self, sh: torch.Tensor, env_weights: torch.Tensor, centre: torch.Tensor, num_atoms: int
-    ) -> torch.Tensor:
-        """Environment embedding of each edge's centre, [E, mul, sh.dim]."""
-        weighted = self.env_weighter(sh, env_weights) * self.env_sum_factor
-        per_atom = weighted.new_zeros(num_atoms, *weighted.shape[1:]).index_add_(
-            0, centre, weighted
-        )
-        return per_atom.index_select(0, centre)
 
     def forward(
         self,
@@ -192,6 +148,72 @@ class AllegroLayer(nn.Module):
         return tensor_features, self.latent_mlp(torch.cat([latents, scalars], dim=-1))
 
 
+class ResnetAllegroLayer(nn.Module):
+    """One layer of the paper's code (allegro v0.3.0): environment, path-wise product, linear, MLP.
+
+    The environment weights are a linear map of the latent x^l (``env_embed``), the environment
+    leaves the edge itself out, the tensor product has no weights and keeps its paths apart, and
+    the latent MLP sees x^l and every scalar path of every channel. ``mix_paths=False`` (last
+    layer) drops the linear after the product, whose output nothing would read.
+
+    ``forward(tensor_features [E, mul, irreps_in.dim], sh [E, sh.dim], latent [E, latent_dim],
+    centre [E], num_atoms) -> (tensor_features [E, mul, irreps_out.dim], or the unmixed paths
+    [E, mul, path_irreps.dim] without ``mix_paths``; latent MLP output [E, latent_dim], before the
+    residual update)``.
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_out: o3.Irreps,
+        sh_irreps: o3.Irreps,
+        num_tensor_features: int,
+        latent_dim: int,
+        mlp_hidden: Sequence[int],
+        activation: str,
+        avg_num_neighbors: float,
+        mix_paths: bool,
+    ) -> None:
+        super().__init__()
+        if o3.Irrep("0e") != irreps_out[0].ir:
+            raise ValueError(f"layer output irreps must start with 0e, got {irreps_out}")
+        self.irreps_in, self.irreps_out = irreps_in, irreps_out
+        self.env_embed = ScalarMLP(latent_dim, num_tensor_features * len(sh_irreps))
+        self.environment = EnvironmentEmbedding(
+            sh_irreps, num_tensor_features, avg_num_neighbors, exclude_self=True
+        )
+        self.tensor_product = PathwiseTensorProduct(irreps_in, sh_irreps, irreps_out)
+        self.num_scalar_paths = self.tensor_product.num_scalar_paths
+        self.linear = (
+            PathMixingLinear(
+                self.tensor_product.path_irreps,
+                irreps_out,
+                num_tensor_features,
+                num_tensor_features,
+            )
+            if mix_paths
+            else None
+        )
+        latent_in_dim = latent_dim + num_tensor_features * self.num_scalar_paths
+        self.latent_mlp = ScalarMLP(latent_in_dim, latent_dim, mlp_hidden, activation)
+
+    def forward(
+        self,
+        tensor_features: torch.Tensor,
+        sh: torch.Tensor,
+        latent: torch.Tensor,
+        centre: torch.Tensor,
+        num_atoms: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        environment = self.environment(sh, self.env_embed(latent), centre, num_atoms)
+        paths = self.tensor_product(tensor_features, environment)
+        # scalar paths come first, one component each: [E, mul * n_scalar_paths], channel-major
+        scalars = paths[:, :, : self.num_scalar_paths].reshape(paths.shape[0], -1)
+        tensor_features = paths if self.linear is None else self.linear(paths)
+        return tensor_features, self.latent_mlp(torch.cat([latent, scalars], dim=-1))
+
+
+@register("allegro", kind="potential")
 class Allegro(nn.Module):
     """Allegro per-atom energies (before per-species scale and shift).
 
@@ -208,9 +230,12 @@ class Allegro(nn.Module):
     radial_chemical_embed_dim : width of the two-body radial x species embedding
     two_body_mlp_hidden, allegro_mlp_hidden, readout_mlp_hidden : hidden widths of the MLPs
     activation : nonlinearity of every MLP
-    latent_update : ``"dense"`` (current reference) or ``"resnet"`` (paper)
-    tp_path_channel_coupling : per-channel tensor-product path weights
-    avg_num_neighbors : mean number of neighbours within r_max in the training data
+    latent_update : ``"dense"`` (current reference) or ``"resnet"`` (paper, allegro v0.3.0)
+    tp_path_channel_coupling : per-channel tensor-product path weights (``"dense"`` only: the
+        ``"resnet"`` product has no weights, its linear mixes channels and paths)
+    avg_num_neighbors : mean number of neighbours within r_max in the training data (> 1 for
+        ``"resnet"``, which normalises by avg_num_neighbors - 1)
+    latent_resnet_coefficients_learnable : train the resnet mixing logits (``"resnet"`` only)
 
     ``forward(data, atom_types [N]) -> [N]`` per-atom energies (unscaled).
     """
@@ -234,11 +259,20 @@ class Allegro(nn.Module):
         latent_update: str = "dense",
         tp_path_channel_coupling: bool = True,
         avg_num_neighbors: float = 1.0,
+        latent_resnet_coefficients_learnable: bool = False,
     ) -> None:
         super().__init__()
         if latent_update not in LATENT_UPDATES:
             raise ValueError(
                 f"latent_update must be one of {LATENT_UPDATES}, got {latent_update!r}"
+            )
+        dense = latent_update == "dense"
+        if dense and latent_resnet_coefficients_learnable:
+            raise ValueError("latent_resnet_coefficients_learnable needs latent_update='resnet'")
+        if not dense and not tp_path_channel_coupling:
+            raise ValueError(
+                "tp_path_channel_coupling=False needs latent_update='dense': the 'resnet' tensor"
+                " product has no path weights"
             )
         if l_max < 0:
             raise ValueError(f"l_max must be >= 0, got {l_max}")
@@ -275,31 +309,44 @@ class Allegro(nn.Module):
         )
         self.tensor_embedding_weights = ScalarMLP(num_scalar_features, env_weight_numel)
         self.sh_weighter = WeightedChannels(sh_irreps, num_tensor_features)
-        self.first_projection = ScalarMLP(
-            num_scalar_features, num_scalar_features + env_weight_numel
-        )
 
-        # 3. layers
-        dense = latent_update == "dense"
+        # 3. layers (a first projection of x^0 in "dense"; built first, to keep its parameters)
+        if dense:
+            self.first_projection = ScalarMLP(
+                num_scalar_features, num_scalar_features + env_weight_numel
+            )
+        shared = dict(
+            sh_irreps=sh_irreps,
+            num_tensor_features=num_tensor_features,
+            mlp_hidden=allegro_mlp_hidden,
+            activation=activation,
+            avg_num_neighbors=avg_num_neighbors,
+        )
         self.layers = nn.ModuleList()
         for layer in range(num_layers):
-            last = layer == num_layers - 1
-            scalars_in = num_scalar_features * (layer + 1 if dense else 1)
-            self.layers.append(
-                AllegroLayer(
-                    irreps_in=self.track_irreps[layer],
-                    irreps_out=self.track_irreps[layer + 1],
-                    sh_irreps=sh_irreps,
-                    num_tensor_features=num_tensor_features,
-                    latent_in_dim=scalars_in + num_tensor_features,
-                    latent_out_dim=num_scalar_features + (0 if last else env_weight_numel),
-                    mlp_hidden=allegro_mlp_hidden,
-                    activation=activation,
-                    avg_num_neighbors=avg_num_neighbors,
-                    path_channel_coupling=tp_path_channel_coupling,
-                )
+            irreps = dict(
+                irreps_in=self.track_irreps[layer], irreps_out=self.track_irreps[layer + 1]
             )
-        self.latent_mixing = None if dense else LatentMixing(num_layers)
+            last = layer == num_layers - 1
+            if dense:
+                self.layers.append(
+                    AllegroLayer(
+                        **irreps,
+                        **shared,
+                        latent_in_dim=num_scalar_features * (layer + 1) + num_tensor_features,
+                        latent_out_dim=num_scalar_features + (0 if last else env_weight_numel),
+                        path_channel_coupling=tp_path_channel_coupling,
+                    )
+                )
+            else:
+                self.layers.append(
+                    ResnetAllegroLayer(
+                        **irreps, **shared, latent_dim=num_scalar_features, mix_paths=not last
+                    )
+                )
+        self.latent_mixing = (
+            None if dense else LatentMixing(num_layers, latent_resnet_coefficients_learnable)
+        )
 
         # 4. edge-energy readout
         readout_in = num_scalar_features * (num_layers + 1 if dense else 1)
@@ -315,24 +362,37 @@ class Allegro(nn.Module):
         # 1-2. two-body embeddings
         latent = self.two_body(lengths, atom_types[centre], atom_types[neighbour])
         tensor_features = self.sh_weighter(sh, self.tensor_embedding_weights(latent))
+
+        # 3. Allegro layers
+        if self.latent_mixing is None:
+            latent = self._dense_layers(latent, tensor_features, sh, centre, num_atoms)
+        else:
+            for index, layer in enumerate(self.layers):
+                tensor_features, new_latent = layer(tensor_features, sh, latent, centre, num_atoms)
+                latent = self.latent_mixing(latent, new_latent, index)
+
+        # 4. edge energies summed onto their centres
+        edge_energy = self.edge_readout(latent).squeeze(-1)
+        edge_energy = edge_energy * self.edge_energy_factor
+        return edge_energy.new_zeros(num_atoms).index_add_(0, centre, edge_energy)
+
+    def _dense_layers(
+        self,
+        latent: torch.Tensor,
+        tensor_features: torch.Tensor,
+        sh: torch.Tensor,
+        centre: torch.Tensor,
+        num_atoms: int,
+    ) -> torch.Tensor:
+        """The dense latent track from x^0 [E, num_scalar]: all latents concatenated, [E,
+        num_scalar * (num_layers + 1)]; each layer's MLP sees all the latents before it."""
         projection = self.first_projection(latent)
         scalars = [projection[:, : self.num_scalar_features]]
         env_weights = projection[:, self.num_scalar_features :]
-
-        # 3. Allegro layers
-        for index, layer in enumerate(self.layers):
-            latent_in = torch.cat(scalars, -1) if self.latent_mixing is None else scalars[-1]
+        for layer in self.layers:
             tensor_features, latent_out = layer(
-                tensor_features, sh, env_weights, latent_in, centre, num_atoms
+                tensor_features, sh, env_weights, torch.cat(scalars, -1), centre, num_atoms
             )
-            new_scalars = latent_out[:, : self.num_scalar_features]
+            scalars.append(latent_out[:, : self.num_scalar_features])
             env_weights = latent_out[:, self.num_scalar_features :]
-            if self.latent_mixing is None:
-                scalars.append(new_scalars)
-            else:
-                scalars = [self.latent_mixing(scalars[-1], new_scalars, index)]
-
-        # 4. edge energies summed onto their centres
-        edge_energy = self.edge_readout(torch.cat(scalars, -1)).squeeze(-1)
-        edge_energy = edge_energy * self.edge_energy_factor
-        return edge_energy.new_zeros(num_atoms).index_add_(0, centre, edge_energy)
+        return torch.cat(scalars, -1)

@@ -27,7 +27,14 @@ Where molfold departs from the released code, and why:
   attractive or repulsive edge (``rewiring=false`` reproduces that, as an ablation);
 * padding atoms are masked out of the attention (the code gives them score 0);
 * Laplacian eigenvector signs are arbitrary, so training flips them at random
-  (``lap_sign_flip``; the code keeps numpy's signs).
+  (``lap_sign_flip``; the code keeps numpy's signs);
+* the gate mixes the decoder output with the encoder output alone. In the released code the gate
+  (``ConformerPredictionHead`` with ``conformer_base``, ``models/modules/task_head.py``) gets the
+  encoder output *plus* the positional encoding on its first channels: ``Decoder.forward``
+  (``models/rebind/modeling_rebind.py``) adds the encoding in place to the very tensor that
+  ``REBIND.forward`` keeps as ``pred_conformation`` and passes as ``conformer_base``, after the
+  intermediate head has read it. ``gate_with_encoding=True`` gives the code's form; the default
+  keeps the form the shipped ``data/rebind_qm9.pt`` was trained with.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from torch import nn
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from molfold.data.molgraph import ATOM_FEATURE_SIZES
+from molfold.models.registry import register
 from molfold.nn.equivariant_refiner import EquivariantRefiner
 from molfold.nn.graph_transformer import TransformerBlock
 from molfold.nn.lennard_jones import force_based_rewiring
@@ -96,7 +104,9 @@ class CoordinateHead(nn.Module):
 
 
 class EmbeddingGate(nn.Module):
-    """Per-atom softmax over {decoder, encoder} embeddings with scores Linear(h)/sqrt(d)."""
+    """Per-atom softmax over {decoder, encoder} embeddings with scores Linear(h)/sqrt(d):
+    two [B, N, d] tensors -> their per-atom weighted sum [B, N, d] (the reference's
+    ``ConformerPredictionHead`` with ``conformer_base``)."""
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
@@ -108,6 +118,7 @@ class EmbeddingGate(nn.Module):
         return (weights * both).sum(-2)
 
 
+@register("rebind", kind="conformer")
 class ReBind(nn.Module):
     """ReBind (see the module docstring). Paper values live in ``configs/model/rebind.yaml``.
 
@@ -120,6 +131,8 @@ class ReBind(nn.Module):
     top_k : partners kept per atom by the rewiring; None: the paper's rule (largest degree in the
         molecule minus the atom's degree)
     lap_sign_flip : flip Laplacian eigenvector signs at random while training
+    gate_with_encoding : gate the decoder output against encoder output + positional encoding,
+        as the released code does (``decoder="paper"`` only; see the module docstring)
     dropout : attention, feed-forward and residual dropout (the paper uses 0)
     equivariant : keyword arguments of :class:`EquivariantRefiner` (``decoder="equivariant"``)
     """
@@ -135,18 +148,27 @@ class ReBind(nn.Module):
         rewiring: bool = True,
         top_k: int | None = None,
         lap_sign_flip: bool = True,
+        gate_with_encoding: bool = False,
         dropout: float = 0.0,
         equivariant: dict | None = None,
     ) -> None:
         super().__init__()
         if decoder not in ("paper", "equivariant"):
             raise ValueError(f"decoder must be 'paper' or 'equivariant', got {decoder!r}")
+        if equivariant is not None and decoder != "equivariant":
+            raise ValueError(
+                f"equivariant={equivariant} sets the equivariant decoder, but decoder={decoder!r}:"
+                " set decoder=equivariant too, or drop equivariant"
+            )
         self.decoder_kind = decoder
         self.rewiring = rewiring
         if top_k is not None and top_k < 0:
             raise ValueError(f"top_k must be None or >= 0, got {top_k}")
         self.top_k = top_k
         self.lap_sign_flip = lap_sign_flip
+        if gate_with_encoding and decoder != "paper":
+            raise ValueError("gate_with_encoding needs decoder='paper'")
+        self.gate_with_encoding = gate_with_encoding
         self.embedding = AtomEmbedding(d_model)
         self.encoder = nn.ModuleList(
             TransformerBlock(d_model, num_heads, d_ffn, 1, dropout)
@@ -163,6 +185,14 @@ class ReBind(nn.Module):
         else:
             self.refiner = EquivariantRefiner(d_model, **(equivariant or {}))
         self._init_weights()
+
+    @staticmethod
+    def upgrade_hparams(hparams: dict, format_version: int) -> dict:
+        """Hyperparameters of an older checkpoint: format 1 stored ``equivariant`` settings even
+        with ``decoder="paper"``, which ignored them."""
+        if format_version == 1 and hparams.get("decoder", "paper") == "paper":
+            hparams.pop("equivariant", None)
+        return hparams
 
     def _init_weights(self) -> None:
         """Xavier-normal weights and zero biases for every Linear, as the reference."""
@@ -219,11 +249,12 @@ class ReBind(nn.Module):
             attraction = repulsion = torch.zeros_like(bonded, dtype=dtype)
 
         if self.decoder_kind == "paper":
-            h = _with_encoding(encoded, pe)  # the reference adds the encoding again here
+            start = _with_encoding(encoded, pe)  # the reference adds the encoding again here
+            h = start
             adjacency = [bonded.to(dtype), attraction, repulsion]
             for block in self.decoder:
                 h = block(h, mask, adjacency)
-            x = self.final_head(self.gate(h, encoded))
+            x = self.final_head(self.gate(h, start if self.gate_with_encoding else encoded))
         else:
             x = self.refiner(x0, encoded, mask, bond_type, attraction, repulsion)
 

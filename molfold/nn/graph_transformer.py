@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch_geometric.nn.inits import glorot
 
 
 class MultiRelationalAttention(nn.Module):
@@ -35,9 +36,11 @@ class MultiRelationalAttention(nn.Module):
         self.value = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
         self.relation_weights = nn.Parameter(torch.empty(num_relations, num_heads))
-        # Glorot uniform on a [1, heads] vector, as the reference initialises w_t
-        bound = math.sqrt(6.0 / (1 + num_heads))
-        nn.init.uniform_(self.relation_weights, -bound, bound)
+        # as the reference (ReBIND models/modules/attention.py): PyG's glorot on each relation's
+        # (1, heads, 1, 1) weight, whose fan is its last two (singleton) dims, so w_t is
+        # uniform on +-sqrt(6 / (1 + 1)) = +-sqrt(3) whatever the number of heads
+        for row in self.relation_weights.data:
+            glorot(row.view(1, num_heads, 1, 1))
         self.dropout = nn.Dropout(dropout)
 
     def forward(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from molfold.models.registry import atomic_save
+from molfold.io import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -14,7 +15,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     unpickling code."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_save(checkpoint, path)
+        atomic_write(path, lambda file: torch.save(checkpoint, file))
 
     def load_checkpoint(
         self, path, map_location=None, weights_only: bool | None = None

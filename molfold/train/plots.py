@@ -1,24 +1,21 @@
-"""Figures a user looks at after training: parity plots and learning curves (PNG)."""
+"""Figures a user looks at after training: parity plots and learning curves (PNG).
+
+Drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot, no global backend
+switch), and written atomically.
+"""
 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from molfold.io import atomic_write
 
 
 def _save(fig, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=150, bbox_inches="tight"))
 
 
 def parity_plot(
@@ -28,8 +25,11 @@ def parity_plot(
     forces_ref: np.ndarray,
     path: Path,
 ) -> None:
-    """Predicted vs reference energies (meV/atom around the mean) and force components (eV/A)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    """Predicted vs reference energies (meV around the mean) and force components (eV/A)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.6))
+    axes = fig.subplots(1, 2)
     offset = energy_ref.mean()
     panels = [
         (
@@ -55,21 +55,11 @@ def parity_plot(
     _save(fig, path)
 
 
-POTENTIAL_CURVES = (
-    ("train/loss_epoch", "train/loss", "val/loss"),
-    ("val/forces_mae", "val/energy_mae"),
-    ("loss (eV^2 units)", "MAE (meV, meV/A)"),
-)
-CONFORMER_CURVES = (
-    ("train/loss_epoch", "train/loss"),
-    ("val/loss", "val/d_rmse"),
-    ("L1 distance loss (A)", "D-MAE (val/loss), D-RMSE (A)"),
-)
-
-
-def learning_curves(metrics_csv: Path, path: Path, curves=POTENTIAL_CURVES) -> None:
+def learning_curves(metrics_csv: Path, path: Path, curves: tuple) -> None:
     """Per-epoch curves from Lightning's ``metrics.csv``: ``curves`` = (left keys, right keys,
-    (left label, right label)); default training loss and validation energy/force MAE."""
+    (left label, right label)), as each task's ``curves`` gives them."""
+    from matplotlib.figure import Figure
+
     left, right, labels = curves
     with open(metrics_csv) as file:
         rows = list(csv.DictReader(file))
@@ -80,7 +70,8 @@ def learning_curves(metrics_csv: Path, path: Path, curves=POTENTIAL_CURVES) -> N
                 series.setdefault(key, []).append((float(row["epoch"]), float(row[key])))
     if not series:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for key, points in series.items():
         ax = axes[1] if key in right else axes[0]
         epochs, values = zip(*points)

@@ -1,15 +1,19 @@
-"""``molfold train`` and ``molfold eval``: from a config dict to a run directory.
+"""``molfold train`` and ``molfold eval``: one :func:`train` and one :func:`evaluate` for every
+model kind.
 
-A run directory holds::
+The config (a plain dict, composed by :mod:`molfold.cli`) names a model (``model.name``, looked
+up in :mod:`molfold.models.registry`), a task (``task.name``, :mod:`molfold.tasks`), a data
+source (``data.format``, :mod:`molfold.data.sources`), an optimizer and a Lightning trainer;
+each section is checked against its schema before anything runs. A run directory holds::
 
     config.yaml               the composed config, as run
-    versions.json             molfold, torch, e3nn, lightning versions
-    split.npz                 train/val/test indices into the dataset file
+    versions.json             molfold, torch, e3nn, lightning, torch-geometric versions
+    split.npz                 train/val/test indices, with the data fingerprint they belong to
+    statistics.json           training-set statistics the model was built with
     checkpoints/best.ckpt     lowest validation loss (EMA weights for inference)
     checkpoints/last.ckpt     latest epoch end or every checkpoint_every_n_steps steps (resume)
-    metrics.csv               Lightning CSV log, one row per logging step/epoch
-    tensorboard/              TensorBoard events
-    test_metrics.json         test-set errors of best.ckpt
+    metrics.csv  tensorboard/ per-epoch metrics
+    test_metrics.json         test-set metrics of best.ckpt, also printed as a table
     parity.png, learning_curve.png
 """
 
@@ -18,32 +22,75 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
+from molfold.config import parse
 from molfold.errors import ConfigError
-from molfold.train.metrics import format_table
+from molfold.io import atomic_write, remove_stale_temporaries
+
+RUN_DIR_VARIABLE = "MOLFOLD_RUN_DIR"
+"""Set by the primary process, so that the processes Lightning launches for DDP use its run dir."""
+SECTIONS = ("model", "data", "task", "optim", "trainer")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class RunConfig:
+    """The top-level keys of ``molfold train`` (the sections are checked by their owners)."""
+
+    run_dir: str | None = None
+    resume: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+    checkpoint_every_n_steps: int | None = 200
+    ema_decay: float | None = 0.99
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
+            raise ValueError(
+                "checkpoint_every_n_steps must be >= 1 or null, got "
+                f"{self.checkpoint_every_n_steps}"
+            )
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+
+
+def resolve_statistics(hparams: dict[str, Any], statistics: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` with every ``${statistics:NAME}`` replaced by the training-set value."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    def value(name: str) -> Any:
+        if name not in statistics:
+            raise ConfigError(
+                f"${{statistics:{name}}}: no such statistic; there are {', '.join(statistics)}"
+            )
+        return statistics[name]
+
+    OmegaConf.register_new_resolver("statistics", value, replace=True)
+    try:
+        return OmegaConf.to_container(OmegaConf.create(hparams), resolve=True)
+    except OmegaConfBaseException as error:
+        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else error
+        raise ConfigError(f"model: {cause}") from None
 
 
 def _versions() -> dict[str, str]:
     import e3nn
     import lightning
+    import torch
     import torch_geometric
 
-    import molfold
+    from molfold._version import __version__
 
     return {
-        "molfold": molfold.__version__,
+        "molfold": __version__,
         "torch": torch.__version__,
         "e3nn": e3nn.__version__,
         "lightning": lightning.__version__,
@@ -51,48 +98,42 @@ def _versions() -> dict[str, str]:
     }
 
 
-RUN_DIR_VARIABLE = "MOLFOLD_RUN_DIR"
-"""Set by the primary process, so that the processes Lightning launches for DDP use its run dir."""
-
-
-def _run_dir(config: dict[str, Any]) -> Path:
-    if config.get("run_dir"):
-        return Path(config["run_dir"])
+def _run_dir(run: RunConfig, model_name: str) -> Path:
+    if run.run_dir:
+        return Path(run.run_dir)
     if RUN_DIR_VARIABLE in os.environ:
         return Path(os.environ[RUN_DIR_VARIABLE])
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ConfigError("set run_dir=PATH when launching several processes (torchrun, SLURM)")
-    return Path("runs") / f"{config['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_task(config: dict[str, Any], statistics: dict[str, Any]):
-    """The potential, scaled by training-set statistics, inside its Lightning task."""
-    from molfold.models.registry import build_potential
-    from molfold.train.losses import LossWeights
-    from molfold.train.tasks import PotentialTask
+def prepare_run_dir(config: dict[str, Any], run: RunConfig) -> Path:
+    """Create (or, with ``resume``, reopen) the run directory and write config and versions
+    (primary process only); return the run directory."""
+    from molfold.data.datamodule import is_primary_process
 
-    hparams = {k: v for k, v in config["model"].items() if k != "name"}
-    if hparams.get("avg_num_neighbors", "auto") == "auto":
-        hparams["avg_num_neighbors"] = statistics["avg_num_neighbors"]
-    potential = build_potential(
-        config["model"]["name"],
-        statistics["species"],
-        hparams,
-        scales=statistics["energy_scale"],
-        shifts=statistics["energy_shifts"],
-        dtype=config.get("dtype", "float32"),
-    )
-    loss = config["loss"]
-    try:
-        weights = LossWeights(
-            loss["energy_weight"], loss["forces_weight"], loss.get("stress_weight", 0.0)
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    return PotentialTask(potential, weights, config["optim"], config.get("ema_decay"), statistics)
+    run_dir = _run_dir(run, config["model"]["name"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if is_primary_process():
+        if last.exists() and not run.resume:
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with resume=true or choose another "
+                "run_dir"
+            )
+        if run.resume and not last.exists():
+            raise ConfigError(f"resume=true, but {last} does not exist")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir / "checkpoints")  # left by a kill during a write
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write(run_dir / "versions.json", json.dumps(_versions(), indent=2))
+    return run_dir
 
 
-def build_trainer(config: dict[str, Any], run_dir: Path):
+def build_trainer(config: dict[str, Any], run: RunConfig, run_dir: Path):
+    """The Lightning trainer of a training run: CSV and TensorBoard logs, best/last checkpoints
+    (atomic, mid-epoch every ``checkpoint_every_n_steps``)."""
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -110,14 +151,13 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
         enable_version_counter=False,
     )
     callbacks = [checkpoints]  # first: trainer.checkpoint_callback is the best-model one
-    every_n_steps = config.get("checkpoint_every_n_steps")
-    if every_n_steps:  # last.ckpt mid-epoch as well; both callbacks write that one file
+    if run.checkpoint_every_n_steps:  # last.ckpt mid-epoch too; both callbacks write that file
         callbacks += [
-            StepCheckpoint(run_dir / "checkpoints", int(every_n_steps)),
+            StepCheckpoint(run_dir / "checkpoints", run.checkpoint_every_n_steps),
             ResumedEpochSchedulers(),
         ]
-    options = dict(config["trainer"])
-    if config.get("dtype") == "float64":
+    options = dict(config.get("trainer") or {})
+    if run.dtype == "float64":
         options.setdefault("precision", "64-true")
     try:
         return L.Trainer(
@@ -137,138 +177,159 @@ def build_trainer(config: dict[str, Any], run_dir: Path):
         raise ConfigError(f"bad trainer settings: {error}") from error
 
 
-def prepare_run_dir(config: dict[str, Any]) -> Path:
-    """Create (or, with ``resume``, reopen) the run directory and write config and versions
-    (primary process only); return the run directory."""
-    from molfold.data.datamodule import is_primary_process
+def _parse_sections(config: dict[str, Any]):
+    """Check every key of a ``molfold train`` config; return the parsed pieces."""
+    from molfold.models.registry import model_entry
+    from molfold.tasks.base import task_class
+    from molfold.tasks.optim import OptimConfig
 
-    run_dir = _run_dir(config)
-    primary = is_primary_process()
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if primary:
-        if last.exists() and not config.get("resume"):
-            raise ConfigError(
-                f"{run_dir} already holds a run; continue it with resume=true or choose another "
-                "run_dir"
-            )
-        if config.get("resume") and not last.exists():
-            raise ConfigError(f"resume=true, but {last} does not exist")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob("checkpoints/.*.tmp*"):  # left by a kill during a write
-            stale.unlink()
-        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
-        _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        _write_text(run_dir / "versions.json", json.dumps(_versions(), indent=2))
-    return run_dir
+    unknown = sorted(set(config) - set(SECTIONS) - set(RunConfig.__dataclass_fields__))
+    if unknown:
+        valid = sorted([*SECTIONS, *RunConfig.__dataclass_fields__])
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    run = parse(RunConfig, {k: v for k, v in config.items() if k not in SECTIONS}, "")
+    model = dict(config.get("model") or {})
+    entry = model_entry(model.pop("name", None))
+    task_values = dict(config.get("task") or {})
+    task = task_class(task_values.get("name"))
+    if entry.kind != task.model_kind:
+        raise ConfigError(
+            f"model={entry.name} is a {entry.kind} model; task={task.name} trains "
+            f"{task.model_kind} models"
+        )
+    settings = parse(task.settings_class, task_values, "task")
+    optim = OptimConfig.from_dict(config.get("optim"))
+    return run, entry, model, task, settings, optim
 
 
 def train(config: dict[str, Any]) -> dict[str, float]:
-    """Train, test the best checkpoint, write plots and metrics; return the test metrics."""
+    """Train, test the best checkpoint, write figures and metrics; return the test metrics."""
     import lightning as L
 
-    from molfold.data.datamodule import AtomicDataModule
-    from molfold.models.registry import CONFORMER_MODELS
-    from molfold.train.plots import learning_curves, parity_plot
+    from molfold.data.datamodule import DataModule
+    from molfold.models.registry import build_model
+    from molfold.train.plots import learning_curves
 
-    if config["model"]["name"] in CONFORMER_MODELS:
-        from molfold.train.conformer_run import train_conformers
-
-        return train_conformers(config)
-    run_dir = prepare_run_dir(config)
-    seed = int(config.get("seed", 0))
-    L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = AtomicDataModule(config["data"], float(config["model"]["r_max"]), run_dir, seed)
+    run, entry, hparams, task_cls, settings, optim = _parse_sections(config)
+    run_dir = prepare_run_dir(config, run)
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    datamodule = DataModule(config["data"], task_cls, settings, hparams, run_dir, run.seed)
     datamodule.setup()
-    task = build_task(config, datamodule.statistics)
-    trainer = build_trainer(config, run_dir)
-    metrics, best = fit_and_test(trainer, task, datamodule, config, run_dir, "structures")
-    if trainer.is_global_zero:
-        predictions = {k: torch.cat(v).numpy() for k, v in task.test_predictions.items()}
-        parity_plot(
-            predictions["energy"],
-            predictions["energy_ref"],
-            predictions["forces"],
-            predictions["forces_ref"],
-            run_dir / "parity.png",
-        )
-        if (run_dir / "metrics.csv").exists():
-            learning_curves(run_dir / "metrics.csv", run_dir / "learning_curve.png")
-    return metrics
-
-
-def fit_and_test(
-    trainer, task, datamodule, config: dict[str, Any], run_dir: Path, what: str, units=None
-) -> tuple[dict[str, float], str]:
-    """Fit (resuming from ``last.ckpt`` with ``resume=true``), test the best checkpoint, print
-    the test table and write ``test_metrics.json``; return the metrics and the best checkpoint.
-
-    ``what`` names the split's items in messages ("structures", "molecules"); ``units`` maps
-    metric names to units for the table.
-    """
+    statistics = datamodule.statistics
+    hparams = resolve_statistics(hparams, statistics)
+    model = build_model(entry.name, hparams, statistics, run.dtype)
+    task = task_cls(model, settings, optim, run.ema_decay)
+    trainer = build_trainer(config, run, run_dir)
+    items = task_cls.items
     last = run_dir / "checkpoints" / "last.ckpt"
     if trainer.is_global_zero:
         sizes = " / ".join(f"{len(datamodule.split[k])} {k}" for k in ("train", "val", "test"))
         source = config["data"].get("path") or config["data"].get("format")
-        print(f"molfold train: {sizes} {what} from {source}")
+        print(f"molfold train: {sizes} {items} from {source}")
         print(f"run directory: {run_dir}")
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if config.get("resume") else None)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if run.resume else None)
     best = trainer.checkpoint_callback.best_model_path or str(last)
     trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics = task.test_metrics
     if trainer.is_global_zero:
-        title = f"Test metrics ({len(datamodule.split['test'])} {what}, {Path(best).name})"
-        print(format_table(metrics, title, units))
-        _write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2))
-    return metrics, best
-
-
-def _evaluation_indices(config: dict[str, Any], num_structures: int) -> tuple[np.ndarray, str]:
-    from molfold.data.datamodule import load_split
-
-    split = config.get("split", "auto")
-    if split == "all":
-        return np.arange(num_structures), "all structures"
-    if split == "auto":
-        candidate = Path(config["ckpt"]).resolve().parent.parent / "split.npz"
-        if not candidate.exists():
-            return np.arange(num_structures), "all structures"
-        split = candidate
-    return load_split(Path(split), num_structures)["test"], f"test split of {split}"
-
-
-def evaluate(config: dict[str, Any]) -> dict[str, float]:
-    """Metrics of a checkpoint on a dataset file, printed as a table and optionally as JSON."""
-    from torch_geometric.loader import DataLoader
-    from tqdm import tqdm
-
-    from molfold.data.datamodule import load_structures
-    from molfold.models.registry import CONFORMER_MODELS, load_model
-    from molfold.train.metrics import ErrorAccumulator
-
-    potential = load_model(config["ckpt"], device=config.get("device", "cpu"))
-    if potential.config["model"] in CONFORMER_MODELS:
-        from molfold.train.conformer_run import evaluate_conformers
-
-        return evaluate_conformers(config, potential)
-    structures = load_structures(config["data"], potential.r_max)
-    indices, description = _evaluation_indices(config, len(structures))
-    loader = DataLoader(
-        [structures[i] for i in indices], batch_size=int(config.get("batch_size", 32))
-    )
-    errors = ErrorAccumulator()
-    for batch in tqdm(loader, desc="evaluating", unit="batch"):
-        batch = batch.to(config.get("device", "cpu"))
-        errors.add_batch(potential(batch), batch)
-    metrics = errors.compute()
-    source = f"{config['data']['path']} ({len(indices)} structures, {description})"
-    report_metrics(metrics, f"{Path(config['ckpt']).name} on {source}", config.get("output"))
+        title = f"Test metrics ({len(datamodule.split['test'])} {items}, {Path(best).name})"
+        report_metrics(metrics, title, run_dir / "test_metrics.json", task_cls.units)
+        task.figures(task.gathered_test_predictions(), run_dir)
+        if (run_dir / "metrics.csv").exists():
+            learning_curves(
+                run_dir / "metrics.csv", run_dir / "learning_curve.png", task_cls.curves
+            )
     return metrics
 
 
-def report_metrics(metrics: dict[str, float], title: str, output: str | None, units=None) -> None:
+@dataclass(frozen=True)
+class EvalConfig:
+    """The keys of ``molfold eval`` besides ``data``."""
+
+    ckpt: str
+    split: str = "auto"
+    output: str | None = None
+    device: str = "cpu"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def evaluation_indices(
+    settings: EvalConfig, data_config: dict[str, Any], num: int
+) -> tuple[np.ndarray, str]:
+    """Indices of the structures ``molfold eval`` evaluates, and their description.
+
+    ``split``: ``all`` every structure; ``test`` the test split this data config draws (its sizes
+    and ``split_seed``); a path the test indices of that ``split.npz``; ``auto`` the test split of
+    the checkpoint's run if its ``split.npz`` is there, else all.
+    """
+    from molfold.data.splits import load_split, random_split
+
+    if settings.split == "all":
+        return np.arange(num), "all structures"
+    if settings.split == "test":
+        c = data_config
+        split = random_split(
+            num, c.get("n_train"), c.get("n_val"), c.get("n_test"), c.get("split_seed", 0)
+        )
+        return split["test"], f"test split of split_seed={c.get('split_seed', 0)}"
+    path = Path(settings.split)
+    if settings.split == "auto":
+        path = Path(settings.ckpt).resolve().parent.parent / "split.npz"
+        if not path.exists():
+            return np.arange(num), "all structures"
+    elif not path.is_file():
+        raise ConfigError(f"split={settings.split}: use auto, all, test or a split.npz file")
+    return load_split(path, num)[0]["test"], f"test split of {path}"
+
+
+def evaluate(config: dict[str, Any]) -> dict[str, float]:
+    """Metrics of a checkpoint on a dataset, printed as a table and optionally written as JSON."""
+    import lightning as L
+
+    from molfold.data.datamodule import check_fields, load_structures
+    from molfold.data.loaders import make_loader
+    from molfold.models.checkpoint import load_model, torch_device
+    from molfold.tasks.base import task_for_kind
+
+    settings = parse(EvalConfig, {k: v for k, v in config.items() if k != "data"}, "")
+    device = torch_device(settings.device)
+    model = load_model(settings.ckpt, device)
+    info = model.model_info
+    task_cls = task_for_kind(info["kind"])
+    check_fields(task_cls.required_fields, config["data"], task_cls.name)
+    structures = load_structures(config["data"], task_cls.cutoff(info["hparams"]))
+    indices, description = evaluation_indices(settings, config["data"], len(structures))
+    loader = make_loader([structures[i] for i in indices], "test", settings.batch_size)
+    task = task_cls(model, task_cls.settings_class())
+    accelerator = "gpu" if device.type == "cuda" else device.type
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        precision="64-true" if info["dtype"] == "float64" else "32-true",
+    )
+    trainer.test(task, dataloaders=loader, verbose=False)
+    source = config["data"].get("path") or config["data"].get("format")
+    title = (
+        f"{Path(settings.ckpt).name} on {source} ({len(indices)} {task_cls.items}, {description})"
+    )
+    report_metrics(task.test_metrics, title, settings.output, task_cls.units)
+    return task.test_metrics
+
+
+def report_metrics(
+    metrics: dict[str, float], title: str, output: str | Path | None, units: dict[str, str]
+) -> None:
     """Print ``metrics`` as a table and, if ``output`` is given, write them there as JSON."""
+    from molfold.tasks.metrics import format_table
+
     print(format_table(metrics, title, units))
     if output:
-        path = Path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_text(path, json.dumps(metrics, indent=2))
+        atomic_write(output, json.dumps(metrics, indent=2))

@@ -1,5 +1,5 @@
 """The RDKit bond graph of a QM9 geometry: bond orders and formal charges in the geometry's atom
-order, perceived once when :mod:`molfold.data.qm9` builds its cache.
+order, perceived once when :mod:`molfold.data.sources.qm9` builds its cache.
 
 qm9pack gives each geometry one SMILES (that of the relaxed B3LYP geometry, charged where the
 geometry is a zwitterion, e.g. ``[NH3+]CCC([O-])=O`` for GDB 271) but no bonds, so the graph is

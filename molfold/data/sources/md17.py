@@ -21,34 +21,36 @@ energy     kcal/mol                eV
 forces     kcal/mol/Angstrom       eV/Angstrom
 =========  ======================  ==================
 
+kcal/mol are converted to eV with :data:`molfold.units.KCAL_PER_MOL_TO_EV` (0.0433641..., the
+thermochemical calorie with the CODATA 2014 constants: the value of ``ase.units.kcal /
+ase.units.mol``).
+
 The files that molfold ships in ``data/`` use the ``md17`` layout (see ``data/README.md``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
-import tempfile
-import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
-from ase import units
 from torch_geometric.data import Data
 from tqdm import tqdm
 
 from molfold.data import graph as G
 from molfold.data.neighbors import build_graph
-from molfold.errors import DataError, MissingFileError
-
-KCAL_PER_MOL_TO_EV = units.kcal / units.mol
-"""eV per kcal/mol, 0.0433641...: from ase.units, which derives it from the CODATA 2014 constants
-(Mohr, Newell & Taylor, Rev. Mod. Phys. 88, 035009 (2016))."""
+from molfold.data.sources import register_source
+from molfold.data.sources.downloads import download
+from molfold.errors import ConfigError, DataError, MissingFileError
+from molfold.io import atomic_write
+from molfold.units import KCAL_PER_MOL_TO_EV
 
 LAYOUTS = {
     "md17": {"z": "z", "pos": "R", "energy": "E", "forces": "F"},
@@ -244,8 +246,8 @@ def download_md17(name: str, root: str | os.PathLike, revised: bool = False) -> 
 
     Needs network access; nothing in molfold's tests calls it. ``name`` is one of
     :data:`MD17_NAMES` or, with ``revised=True``, :data:`RMD17_NAMES`. An existing file is not
-    downloaded again. Files are written to a temporary name and renamed, so an interrupted download
-    leaves no partial file behind. Returns the path of the ``.npz`` file.
+    downloaded again. Files are written atomically (:func:`molfold.io.atomic_write`), so an
+    interrupted download leaves no partial file behind. Returns the path of the ``.npz`` file.
     """
     names = RMD17_NAMES if revised else MD17_NAMES
     if name not in names:
@@ -253,17 +255,15 @@ def download_md17(name: str, root: str | os.PathLike, revised: bool = False) -> 
             f"unknown {'rMD17' if revised else 'MD17'} molecule {name!r}; known: {list(names)}"
         )
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     target = root / (f"rmd17_{name}.npz" if revised else f"md17_{name}.npz")
     if target.exists():
         return target
     if not revised:
-        _download(MD17_URL.format(name=name), target)
-        return target
+        return download(MD17_URL.format(name=name), target)
 
     archive = root / "rmd17.tar.bz2"
     if not archive.exists():
-        _download(RMD17_URL, archive)
+        download(RMD17_URL, archive)
     member_name = f"rmd17/npz_data/rmd17_{name}.npz"
     with tarfile.open(archive, mode="r:bz2") as tar:
         try:
@@ -273,30 +273,23 @@ def download_md17(name: str, root: str | os.PathLike, revised: bool = False) -> 
         if not member.isfile():
             raise DataError(f"{archive}: {member_name} is not a regular file")
         # Only this member's bytes are read, and written to a path chosen here: no path traversal.
-        source = tar.extractfile(member)
-        _write_atomically(target, lambda out: _copy(source, out))
+        with tar.extractfile(member) as source:
+            atomic_write(target, partial(shutil.copyfileobj, source))
     return target
 
 
-def _download(url: str, target: Path) -> None:
-    """Stream ``url`` into ``target``, atomically."""
-    with urllib.request.urlopen(url, timeout=60) as response:
-        _write_atomically(target, lambda out: _copy(response, out))
+@dataclass(frozen=True)
+class MD17Options:
+    """``data=md17`` has no keys of its own: the format fixes its units (kcal/mol, Angstrom)."""
 
 
-def _copy(source: BinaryIO, out: BinaryIO, chunk: int = 1 << 20) -> None:
-    while block := source.read(chunk):
-        out.write(block)
-
-
-def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file)`` on a temporary file next to ``target``, then rename it to ``target``."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@register_source("md17", MD17Options, provides=("pos", "z", "energy", "forces"))
+def load(
+    path: str | None, options: MD17Options, max_structures: int | None, r_max: float | None
+) -> list[Data]:
+    """Every frame of an MD17 / rMD17 file, with its radius graph at ``r_max``."""
+    if path is None:
+        raise ConfigError("data.path is not set: give the MD17 file, e.g. data.path=aspirin.npz")
+    if r_max is None:
+        raise ConfigError("data=md17 holds energies and forces of 3D structures: train a potential")
+    return load_md17(path, r_max, max_frames=max_structures)

@@ -15,12 +15,12 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
+from ase import units
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rdkit import Chem
 
-from molfold.data.geom_drugs import (
-    HARTREE_TO_EV,
+from molfold.data.sources.geom import (
     GeomMolecule,
     geom_split,
     load_geom,
@@ -29,6 +29,7 @@ from molfold.data.geom_drugs import (
     read_rdkit_folder,
 )
 from molfold.errors import ConfigError, DataError, MissingFileError, MolfoldError
+from molfold.units import HARTREE_TO_EV
 
 GEOM = Path(__file__).resolve().parents[1] / "data" / "geom_xtb"
 FOLDER = GEOM / "rdkit_folder"
@@ -77,6 +78,7 @@ def folder_copy(tmp_path) -> Path:
 
 def test_hartree_is_codata_2014():
     assert pytest.approx(HARTREE_IN_EV, rel=1e-9) == HARTREE_TO_EV
+    assert units.Hartree == HARTREE_TO_EV  # to the last bit, as ASE converts
 
 
 def test_both_layouts_hold_the_same_molecules(from_pickles, from_msgpack):
@@ -200,6 +202,20 @@ def test_molecule_without_conformers(tmp_path):
     with pytest.raises(DataError, match=rf"{at(path)} molecule .*no conformers"):
         read_msgpack(path)
     assert len(read_msgpack(path, skip_invalid=True)) == N_MOLECULES - 1
+    # a dropped molecule does not count towards max_molecules
+    kept = read_msgpack(path, max_molecules=3, skip_invalid=True)
+    assert [m.smiles for m in kept] == list(unpack(MSGPACK))[1:4]
+
+
+def test_max_molecules_reads_no_further(tmp_path):
+    """The molecules before a damaged chunk are read when max_molecules stops before it."""
+    records = list(unpack(MSGPACK).items())
+    path = write_msgpack(tmp_path / "x.msgpack", dict(records[:10]))
+    path.write_bytes(path.read_bytes() + b"\xdf\xff\xff")  # a truncated second chunk
+    with pytest.raises(DataError, match="truncated"):
+        read_msgpack(path)
+    assert [m.smiles for m in read_msgpack(path, max_molecules=10)] == [s for s, _ in records[:10]]
+    assert read_msgpack(path, max_molecules=0) == []
 
 
 def test_atoms_that_disagree_with_the_smiles(tmp_path, folder_copy):

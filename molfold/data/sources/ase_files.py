@@ -20,13 +20,16 @@ stress     [6] (Voigt xx yy zz yz xz xy),     energy_unit / length_unit^3   eV/A
            [9] or [3, 3]
 =========  =================================  ============================  ================
 
-Unit factors come from :mod:`ase.units` (CODATA 2014 constants; Mohr, Newell & Taylor, Rev. Mod.
-Phys. 88, 035009 (2016)). Stress keeps ASE's sign convention, (1/V) dE/d(strain).
+Unit factors are :data:`molfold.units.ENERGY_UNITS` (eV per ``eV``, ``meV``, ``Hartree``,
+``kcal/mol``, ``kJ/mol``) and :data:`molfold.units.LENGTH_UNITS` (Angstrom per ``Angstrom``,
+``Bohr``, ``nm``), from the CODATA 2014 constants as in :mod:`ase.units`; unit names match
+case-insensitively. Stress keeps ASE's sign convention, (1/V) dE/d(strain).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ import ase.db
 import ase.io
 import numpy as np
 import torch
-from ase import Atoms, units
+from ase import Atoms
 from ase.io.formats import string2index
 from ase.stress import voigt_6_to_full_3x3_stress
 from torch_geometric.data import Data
@@ -42,18 +45,9 @@ from tqdm import tqdm
 
 from molfold.data import graph as G
 from molfold.data.neighbors import atoms_to_graph
-from molfold.errors import DataError, MissingFileError
-
-ENERGY_UNITS = {
-    "eV": 1.0,
-    "kcal/mol": units.kcal / units.mol,
-    "kJ/mol": units.kJ / units.mol,
-    "Hartree": units.Hartree,
-}
-"""eV per unit of energy."""
-
-LENGTH_UNITS = {"Angstrom": 1.0, "Bohr": units.Bohr, "nm": units.nm}
-"""Angstrom per unit of length."""
+from molfold.data.sources import register_source
+from molfold.errors import ConfigError, DataError, MissingFileError
+from molfold.units import ENERGY_UNITS, LENGTH_UNITS
 
 DB_SUFFIXES = (".db",)
 """Files read through :func:`ase.db.connect` (SQLite ASE databases)."""
@@ -81,8 +75,9 @@ def load_ase(
     energy_key, forces_key, stress_key : where the targets are stored (see the module docstring);
         ``None`` skips that target. Every selected structure must have every requested key.
     index : which structures, in ASE's syntax: ``":"`` all, ``"-1"`` the last, ``"::10"`` ...
-    energy_unit : one of :data:`ENERGY_UNITS`
-    length_unit : one of :data:`LENGTH_UNITS`, for positions, cell, forces and stress
+    energy_unit : one of :data:`molfold.units.ENERGY_UNITS`
+    length_unit : one of :data:`molfold.units.LENGTH_UNITS`, for positions, cell, forces and
+        stress
 
     Returns
     -------
@@ -209,3 +204,37 @@ def _full_stress(stress: np.ndarray, key: str, where: str) -> np.ndarray:
     if stress.shape in ((9,), (3, 3)):
         return stress.reshape(3, 3)
     raise DataError(f"{where}: {key!r} must have 6 (Voigt), 9 or 3x3 values, got {stress.shape}")
+
+
+@dataclass(frozen=True)
+class AseOptions:
+    """The keys of ``data=ase`` (see :func:`load_ase`)."""
+
+    index: str = ":"
+    energy_key: str = "energy"
+    forces_key: str | None = "forces"
+    stress_key: str | None = None
+    energy_unit: str = "eV"
+    length_unit: str = "Angstrom"
+
+
+@register_source("ase", AseOptions, provides=("pos", "z", "energy"))
+def load(
+    path: str | None, options: AseOptions, max_structures: int | None, r_max: float | None
+) -> list[Data]:
+    """Every structure of an ASE-readable file or database (at most ``max_structures``)."""
+    if path is None:
+        raise ConfigError("data.path is not set: give the file, e.g. data.path=frames.extxyz")
+    if r_max is None:
+        raise ConfigError("data=ase holds energies and forces of 3D structures: train a potential")
+    graphs = load_ase(
+        path,
+        r_max,
+        energy_key=options.energy_key,
+        forces_key=options.forces_key,
+        stress_key=options.stress_key,
+        index=options.index,
+        energy_unit=options.energy_unit,
+        length_unit=options.length_unit,
+    )
+    return graphs[:max_structures] if max_structures else graphs

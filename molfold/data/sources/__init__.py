@@ -1,0 +1,73 @@
+"""Dataset sources: one module per published format, registered by its ``data.format`` name.
+
+A source module defines the format's own config keys as a dataclass and a loader, and registers
+them where they are defined::
+
+    @dataclass(frozen=True)
+    class AseOptions:
+        energy_key: str = "energy"
+        ...
+
+    @register_source("ase", AseOptions, provides=("pos", "z", "energy", "forces"))
+    def load(path, options, max_structures, r_max) -> list[Data]: ...
+
+The loader returns every structure of the file (at most ``max_structures``, in file order) as a
+graph in molfold units (:mod:`molfold.data.graph`); ``r_max`` (Angstrom, or None) asks for the
+radius graph a 3D model needs. ``provides`` names the graph fields every structure carries, so
+that a task can refuse data it cannot train on before anything is read. Every module of this
+package is imported on the first lookup, so a new format needs no other edit. The keys every
+format shares (path, split sizes, batch sizes) are :class:`molfold.data.datamodule.DataConfig`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from molfold.errors import ConfigError
+
+Loader = Callable[[Any, Any, "int | None", "float | None"], list]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered format: its ``name``, its ``options`` dataclass, its ``load`` function and
+    the fields its structures carry (``provides``)."""
+
+    name: str
+    options: type
+    load: Loader
+    provides: tuple[str, ...]
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register_source(
+    name: str, options: type, provides: tuple[str, ...]
+) -> Callable[[Loader], Loader]:
+    """Decorator that registers ``load`` as the loader of format ``name``."""
+
+    def decorate(load: Loader) -> Loader:
+        _SOURCES[name] = Source(name, options, load, tuple(provides))
+        return load
+
+    return decorate
+
+
+def registered_sources() -> dict[str, Source]:
+    """Every registered format by name."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(_SOURCES)
+
+
+def source(name: str | None) -> Source:
+    """The source registered as ``name``, or a ConfigError listing the formats there are."""
+    sources = registered_sources()
+    if name not in sources:
+        raise ConfigError(f"unknown data.format {name!r}; available: {', '.join(sorted(sources))}")
+    return sources[name]

@@ -1,0 +1,115 @@
+"""GEOM's ``msgpack`` layout (``drugs_crude.msgpack``, ``qm9_crude.msgpack``): a stream of packed
+dicts of molecules keyed by SMILES, coordinates as ``xyz`` = [[Z, x, y, z], ...] in Angstrom.
+
+The file has no bonds: each molecule is rebuilt from its SMILES and its atom order checked
+against every conformer (see :mod:`molfold.data.sources.geom`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from molfold.data.sources.geom_molecule import (
+    GeomMolecule,
+    collect,
+    conformer_dicts,
+    energy_weight_id,
+    formula,
+    ground_state_molecule,
+    smiles_mol,
+)
+from molfold.errors import DataError, MissingFileError
+
+MSGPACK_FILES = ("drugs_crude.msgpack", "qm9_crude.msgpack")
+
+
+def read_msgpack(
+    path: str | os.PathLike,
+    max_molecules: int | None = None,
+    all_conformers: bool = False,
+    skip_invalid: bool = False,
+) -> list[GeomMolecule]:
+    """Read a GEOM ``*_crude.msgpack`` stream (see the module docstring for the atom order).
+
+    ``max_molecules``, ``all_conformers`` and ``skip_invalid`` are those of
+    :func:`~molfold.data.sources.geom.load_geom`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"GEOM msgpack file {path} does not exist")
+
+    def convert(smiles: str, record: dict) -> GeomMolecule:
+        return _from_msgpack(record, smiles, path, all_conformers)
+
+    return collect(_msgpack_records(path), convert, max_molecules, skip_invalid)
+
+
+def _msgpack_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """(SMILES, molecule dict) in file order; DataError for damaged or truncated streams."""
+    try:
+        import msgpack
+    except ImportError as error:  # pragma: no cover - msgpack is a dependency
+        raise DataError(
+            f"{path}: reading GEOM msgpack files needs `pip install msgpack`"
+        ) from error
+    size = path.stat().st_size
+    # No length in the file can exceed its size: this bounds what a damaged header can allocate.
+    limit = max(1, min(size, 2**31 - 1))
+    with open(path, "rb") as f:
+        unpacker = msgpack.Unpacker(
+            f, raw=False, strict_map_key=False, max_buffer_size=limit, use_list=True
+        )
+        n_chunks = 0
+        try:
+            for chunk in unpacker:
+                n_chunks += 1
+                if not isinstance(chunk, dict):
+                    raise DataError(
+                        f"{path}: chunk {n_chunks} is a {type(chunk).__name__}, expected a dict "
+                        "of molecules keyed by SMILES"
+                    )
+                for smiles, record in chunk.items():
+                    if not isinstance(smiles, str) or not isinstance(record, dict):
+                        raise DataError(f"{path}: chunk {n_chunks} has a non-molecule entry")
+                    yield smiles, record
+            end = unpacker.tell()
+        except DataError:
+            raise
+        except Exception as error:  # noqa: BLE001 - msgpack raises many types on damaged bytes
+            raise DataError(
+                f"{path}: not a readable msgpack stream (corrupt or truncated?): "
+                f"{type(error).__name__}: {error}"
+            ) from error
+    if end != size or n_chunks == 0:
+        raise DataError(
+            f"{path}: truncated or not msgpack: {n_chunks} complete chunks end at byte {end} "
+            f"of {size}"
+        )
+
+
+def _from_msgpack(record: dict, smiles: str, path: Path, all_conformers: bool) -> GeomMolecule:
+    """The molecule of one msgpack record; every conformer's ``xyz`` must list the atoms of
+    ``AddHs(MolFromSmiles(smiles))`` in that order."""
+    where = f"{path} molecule {smiles!r}"
+    mol = smiles_mol(smiles, where)
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    rows = []
+    for k, conf in enumerate(conformer_dicts(record, where)):
+        at = f"{where} conformer {k} (geom_id {conf.get('geom_id')})"
+        try:
+            xyz = np.asarray(conf.get("xyz"), dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise DataError(f"{at}: xyz must be [[Z, x, y, z], ...] numbers") from error
+        if xyz.ndim != 2 or xyz.shape[1] != 4:
+            raise DataError(f"{at}: xyz must have shape [N, 4], got {xyz.shape}")
+        if xyz.shape[0] != len(z) or not np.array_equal(xyz[:, 0], z):
+            raise DataError(
+                f"{at}: atomic numbers of xyz {formula(xyz[:, 0])} disagree with "
+                f"AddHs(MolFromSmiles) {formula(z)} (count or order)"
+            )
+        rows.append((*energy_weight_id(conf, at), xyz[:, 1:], None))
+    return ground_state_molecule(smiles, rows, where, all_conformers, str(path), template=mol)

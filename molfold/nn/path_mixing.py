@@ -1,0 +1,141 @@
+"""Tensor products that keep their paths apart, and the linear map that mixes them afterwards.
+
+Same strided layout as :mod:`molfold.nn.strided`: ``mul`` channels of each irrep per edge, stored
+as [E, mul, irreps.dim]. Where :class:`~molfold.nn.strided.ChannelwiseTensorProduct` weights every
+path l1 x l2 -> l_out and sums the paths into one copy of l_out, the two modules here split that in
+two steps, as Allegro 0.3 does with ``tensors_mixing_mode="uuulin"``:
+
+* :class:`PathwiseTensorProduct`: the product channel by channel, with no weights; every path
+  keeps its own output copy, so the result has one irrep per path ("path irreps").
+* :class:`PathMixingLinear`: an equivariant linear map from the path irreps to one copy of each
+  output irrep, mixing the channels and the paths that give the same irrep.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import nn
+
+
+def _single_copies(irreps: o3.Irreps) -> o3.Irreps:
+    irreps = o3.Irreps(irreps)
+    if any(mul != 1 for mul, _ in irreps):
+        raise ValueError(f"strided layout needs multiplicity 1 for every irrep copy, got {irreps}")
+    return irreps
+
+
+class PathwiseTensorProduct(nn.Module):
+    """Unweighted channel-wise tensor product [E, mul, dim1] x [E, mul, dim2] -> [E, mul, paths].
+
+    Every pair (l1, l2) of input irreps and every output irrep l_out in l1 x l2 is a path, with
+    the Wigner 3j coefficients scaled by sqrt(2 l_out + 1) ("component" normalisation). Paths are
+    ordered by output irrep (in ``irreps_out`` order), then by irrep of input 1, then of input 2;
+    ``path_irreps`` lists their irreps in that order. If ``irreps_out`` starts with 0e, the first
+    ``num_scalar_paths`` components of each channel are its scalars.
+
+    Parameters
+    ----------
+    irreps_in1, irreps_in2, irreps_out : irreps with multiplicity 1 each
+
+    Examples
+    --------
+    >>> tp = PathwiseTensorProduct("0e+1o", "0e+1o", "0e+1o")
+    >>> tp.path_irreps, tp.num_scalar_paths
+    (1x0e+1x0e+1x1o+1x1o, 2)
+    """
+
+    def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> None:
+        super().__init__()
+        self.irreps_in1 = _single_copies(irreps_in1)
+        self.irreps_in2 = _single_copies(irreps_in2)
+        irreps_out = _single_copies(irreps_out)
+
+        index1, index2, index_out, values, path_irreps = [], [], [], [], []
+        offset = 0
+        for _, ir_out in irreps_out:
+            for (_, ir1), slice1 in zip(self.irreps_in1, self.irreps_in1.slices()):
+                for (_, ir2), slice2 in zip(self.irreps_in2, self.irreps_in2.slices()):
+                    if ir_out not in ir1 * ir2:
+                        continue
+                    w3j = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64)
+                    i, j, k = w3j.nonzero(as_tuple=True)
+                    index1.append(i + slice1.start)
+                    index2.append(j + slice2.start)
+                    index_out.append(k + offset)
+                    values.append(w3j[i, j, k] * math.sqrt(2 * ir_out.l + 1))
+                    path_irreps.append((1, ir_out))
+                    offset += ir_out.dim
+        if not path_irreps:
+            raise ValueError(f"no path from {irreps_in1} x {irreps_in2} to {irreps_out}")
+        self.path_irreps = o3.Irreps(path_irreps)
+        self.num_scalar_paths = sum(ir == o3.Irrep("0e") for _, ir in self.path_irreps)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("index1", torch.cat(index1), persistent=False)
+        self.register_buffer("index2", torch.cat(index2), persistent=False)
+        self.register_buffer("cg_values", torch.cat(values).to(dtype), persistent=False)
+        # one-hot [entries, path_irreps.dim]: sums each entry into its path's output component
+        entry_to_out = torch.zeros(len(self.cg_values), self.path_irreps.dim, dtype=dtype)
+        entry_to_out[torch.arange(len(self.cg_values)), torch.cat(index_out)] = 1.0
+        self.register_buffer("entry_to_out", entry_to_out, persistent=False)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        products = x1.index_select(2, self.index1) * x2.index_select(2, self.index2)
+        return (products * self.cg_values) @ self.entry_to_out
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.path_irreps}"
+
+
+class PathMixingLinear(nn.Module):
+    """Equivariant linear map [E, mul_in, irreps_in.dim] -> [E, mul_out, irreps_out.dim].
+
+    ``irreps_in`` may hold the same irrep several times (e.g. the path irreps of a
+    :class:`PathwiseTensorProduct`); ``irreps_out`` holds each irrep once. For every output irrep
+    r, with the n_r input copies of r stacked as x[z, u, n, m]:
+
+        out[z, v, m] = sum_{u, n} W_r[v, u, n] x[z, u, n, m] / sqrt(mul_in n_r),
+
+    W_r of shape [mul_out, mul_in, n_r], initialised U(-sqrt(3), sqrt(3)) (unit variance), so the
+    output keeps the variance of the input. There is no bias: a zero input gives zero.
+
+    Parameters
+    ----------
+    irreps_in : input irreps, each copy with multiplicity 1
+    irreps_out : output irreps, each present in ``irreps_in``
+    mul_in, mul_out : channels of the input and of the output
+    """
+
+    def __init__(
+        self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, mul_in: int, mul_out: int
+    ) -> None:
+        super().__init__()
+        self.irreps_in = _single_copies(irreps_in)
+        self.irreps_out = _single_copies(irreps_out)
+        self.mul_in, self.mul_out = mul_in, mul_out
+        self.weights = nn.ParameterList()
+        self.alphas: list[float] = []
+        for index, (_, ir_out) in enumerate(self.irreps_out):
+            copies = [
+                s for (_, ir), s in zip(self.irreps_in, self.irreps_in.slices()) if ir == ir_out
+            ]
+            if not copies:
+                raise ValueError(f"output irrep {ir_out} is not in the input irreps {irreps_in}")
+            components = torch.cat([torch.arange(s.start, s.stop) for s in copies])
+            self.register_buffer(f"components_{index}", components, persistent=False)
+            weight = torch.empty(mul_out, mul_in, len(copies))
+            self.weights.append(nn.Parameter(weight.uniform_(-math.sqrt(3.0), math.sqrt(3.0))))
+            self.alphas.append(1.0 / math.sqrt(mul_in * len(copies)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for index, ((_, ir), weight) in enumerate(zip(self.irreps_out, self.weights)):
+            components = getattr(self, f"components_{index}")
+            stacked = x.index_select(2, components).unflatten(2, (-1, ir.dim))  # [E, u, n, m]
+            outputs.append(torch.einsum("vun,zunm->zvm", weight * self.alphas[index], stacked))
+        return torch.cat(outputs, dim=2)
+
+    def extra_repr(self) -> str:
+        return f"{self.mul_in}x({self.irreps_in}) -> {self.mul_out}x({self.irreps_out})"

@@ -1,0 +1,159 @@
+"""Training a potential on energies, forces and stress.
+
+loss = w_E mean(((E_pred - E) / N_atoms)^2) + w_F mean((F_pred - F)^2) + w_S mean((S_pred - S)^2)
+
+Energies enter per atom, so the weights do not depend on system size (nequip/Allegro's
+``PerAtomMSELoss``, weights 1:1 in their tutorials). Units: eV^2/atom^2, eV^2/A^2, eV^2/A^6.
+Metrics are reported in meV (energy per structure, as the MD17 literature), meV/atom and meV/A;
+``loss`` is the same weighted sum over the whole split, so it does not depend on batching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from molfold.data import graph as G
+from molfold.data.statistics import fit_statistics, species_of
+from molfold.errors import DataError
+from molfold.tasks.base import Task
+from molfold.tasks.metrics import mae_rmse
+from molfold.units import EV_TO_MEV
+
+
+@dataclass(frozen=True)
+class PotentialSettings:
+    """The ``task`` section of a potential: the loss weights."""
+
+    name: str = "potential"
+    energy_weight: float = 1.0
+    forces_weight: float = 1.0
+    stress_weight: float = 0.0
+    energy_shifts: str = "mean_per_atom"
+    """Per-species energy shifts: ``mean_per_atom`` (the reference's default: every species the
+    mean energy per atom of the training set) or ``least_squares`` (a per-element fit, which
+    needs several compositions to mean anything)."""
+
+    def __post_init__(self) -> None:
+        weights = (self.energy_weight, self.forces_weight, self.stress_weight)
+        if min(weights) < 0 or sum(weights) == 0:
+            raise ValueError(f"loss weights must be >= 0 and not all zero, got {list(weights)}")
+        if self.energy_shifts not in ("mean_per_atom", "least_squares"):
+            raise ValueError(
+                f"energy_shifts must be mean_per_atom or least_squares, got {self.energy_shifts!r}"
+            )
+
+    def combine(self, mean_squares: dict[str, float]) -> float:
+        """The loss from whole-split mean squares of ``energy_per_atom``, ``forces``, ``stress``."""
+        return (
+            self.energy_weight * mean_squares.get("energy_per_atom", 0.0)
+            + self.forces_weight * mean_squares.get("forces", 0.0)
+            + self.stress_weight * mean_squares.get("stress", 0.0)
+        )
+
+
+class PotentialTask(Task):
+    """Energy, force and stress training of a :class:`~molfold.models.potential.Potential`."""
+
+    name = "potential"
+    model_kind = "potential"
+    settings_class = PotentialSettings
+    required_fields = (G.ENERGY,)
+    units = {
+        "energy_mae": "meV",
+        "energy_rmse": "meV",
+        "energy_per_atom_mae": "meV/atom",
+        "forces_mae": "meV/A",
+        "forces_rmse": "meV/A",
+        "stress_mae": "meV/A^3",
+    }
+    curves = (
+        ("train/loss_epoch", "train/loss", "val/loss"),
+        ("val/forces_mae", "val/energy_mae"),
+        ("loss (eV^2 units)", "MAE (meV, meV/A)"),
+    )
+    gradients_in_evaluation = True
+
+    @classmethod
+    def fit_statistics(cls, graphs: list, settings: PotentialSettings | None = None) -> dict:
+        method = (settings or PotentialSettings()).energy_shifts
+        return fit_statistics(graphs, energy_shifts=method)
+
+    @classmethod
+    def check_statistics(cls, statistics: dict[str, Any], graphs: list) -> None:
+        unknown = set(species_of(graphs)) - set(statistics["species"])
+        if unknown:
+            raise DataError(f"elements {sorted(unknown)} appear in val/test but not in training")
+
+    @classmethod
+    def cutoff(cls, model_hparams: dict[str, Any]) -> float | None:
+        return float(model_hparams["r_max"])
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        stress = self.settings.stress_weight > 0 and G.STRESS in batch
+        return self.model(batch, compute_forces=True, compute_stress=stress)
+
+    def _errors(self, outputs: dict, batch) -> dict[str, torch.Tensor]:
+        errors = {}
+        if G.ENERGY in batch:
+            energy = outputs[G.ENERGY]
+            errors["energy"] = energy - batch[G.ENERGY].reshape(-1).to(energy)
+            atoms = torch.bincount(batch[G.BATCH], minlength=batch.num_graphs).to(energy)
+            errors["energy_per_atom"] = errors["energy"] / atoms
+        for name in (G.FORCES, G.STRESS):
+            if name in batch and name in outputs:
+                errors[name] = outputs[name] - batch[name].to(outputs[name])
+        return errors
+
+    def loss(self, outputs: dict, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        errors = self._errors(outputs, batch)
+        weights = {
+            "energy_per_atom": self.settings.energy_weight,
+            "forces": self.settings.forces_weight,
+            "stress": self.settings.stress_weight,
+        }
+        terms = {
+            f"{name}_mse": (errors[name] ** 2).mean()
+            for name, weight in weights.items()
+            if weight > 0 and name in errors
+        }
+        total = sum(weights[name[: -len("_mse")]] * value for name, value in terms.items())
+        return total, terms
+
+    def accumulate(self, outputs: dict, batch, stage: str) -> None:
+        for name, error in self._errors(outputs, batch).items():
+            self.errors.add(name, error)
+
+    def metrics(self, sums: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+        metrics, mean_squares = {}, {}
+        for name, stats in sums.items():
+            mae, rmse = mae_rmse(stats)
+            mean_squares[name] = stats[1] / stats[2]
+            metrics[f"{name}_mae"] = EV_TO_MEV * mae
+            if name in ("energy", "forces"):
+                metrics[f"{name}_rmse"] = EV_TO_MEV * rmse
+        metrics["loss"] = self.settings.combine(mean_squares)
+        return metrics
+
+    def test_outputs(self, outputs: dict, batch) -> dict[str, torch.Tensor]:
+        return {
+            "energy": outputs[G.ENERGY],
+            "energy_ref": batch[G.ENERGY].reshape(-1),
+            "forces": outputs[G.FORCES],
+            "forces_ref": batch[G.FORCES],
+        }
+
+    def figures(self, predictions: dict[str, torch.Tensor], run_dir: Path) -> None:
+        from molfold.train.plots import parity_plot
+
+        arrays = {k: v.double().numpy() for k, v in predictions.items()}
+        parity_plot(
+            arrays["energy"],
+            arrays["energy_ref"],
+            arrays["forces"],
+            arrays["forces_ref"],
+            run_dir / "parity.png",
+        )

@@ -1,0 +1,120 @@
+"""One seeded split for every source, saved with a fingerprint of its data; the datamodule
+refuses a run directory drawn from other data or sizes, and DDP ranks never read stale files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import molfold.data.datamodule as datamodule
+from molfold.cli import compose
+from molfold.data.datamodule import DataModule
+from molfold.data.splits import random_split
+from molfold.errors import ConfigError
+from molfold.tasks.conformer import ConformerSettings, ConformerTask
+from molfold.tasks.potential import PotentialSettings, PotentialTask
+
+from .conftest import DATA
+
+ASPIRIN = {
+    "format": "md17",
+    "path": str(DATA / "aspirin_xtb_500K.npz"),
+    "max_structures": 60,
+    "n_train": 30,
+    "n_val": 10,
+}
+
+
+def potential_data(run_dir, **changes) -> DataModule:
+    config = {**ASPIRIN, **changes}
+    module = DataModule(config, PotentialTask, PotentialSettings(), {"r_max": 4.0}, run_dir)
+    module.setup()
+    return module
+
+
+def test_split_sizes_counts_fractions_and_one_generator():
+    split = random_split(100, 0.7, 0.1, None, seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [70, 10, 20]
+    assert len(set(np.concatenate(list(split.values())))) == 100
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(3)).numpy()
+    assert set(split["train"]) == set(order[:70])  # the documented generator, independently
+    assert set(random_split(100, 5, 5, 7, seed=3)["test"]) == set(order[10:17])
+    with pytest.raises(ConfigError, match="split asks for 90 train \\+ 20 val"):
+        random_split(100, 90, 20)
+
+
+@pytest.mark.parametrize("data, total", [("qm9", 130_831), ("geom", 24)])
+def test_a_user_train_size_is_kept_when_n_val_is_unset(data, total):
+    """Defect: `data=qm9 data.n_train=5000` used to train on 110,000 molecules (GEOM the same)."""
+    n_train = 5000 if data == "qm9" else 12
+    config = compose("train", ["model=rebind", f"data={data}", f"data.n_train={n_train}"])["data"]
+    split = random_split(total, config["n_train"], config["n_val"], config["n_test"], 0)
+    assert len(split["train"]) == n_train
+    assert len(split["val"]) == (10_000 if data == "qm9" else round(0.1 * total))
+
+
+def test_shipped_geom_set_splits_with_the_users_sizes(tmp_path):
+    config = {"format": "geom", "path": str(DATA / "geom_xtb"), "n_train": 12, "n_val": 4}
+    module = DataModule(config, ConformerTask, ConformerSettings(), {}, tmp_path)
+    module.setup()
+    assert [len(module.split[k]) for k in ("train", "val", "test")] == [12, 4, 8]
+    assert module.statistics["elements"] and module.statistics["data"] == "geom"
+
+
+def test_reused_run_dir_with_other_sizes_or_data_is_refused(tmp_path):
+    first = potential_data(tmp_path)
+    again = potential_data(tmp_path)  # same data, same sizes: the saved split is reused
+    for name in first.split:
+        np.testing.assert_array_equal(first.split[name], again.split[name])
+    with pytest.raises(ConfigError, match="data.n_train: 30 then, 20 now"):
+        potential_data(tmp_path, n_train=20)
+    with pytest.raises(ConfigError, match="num_structures: 60 then, 50 now"):
+        potential_data(tmp_path, max_structures=50)
+    other = tmp_path / "ethanol.npz"
+    shutil.copy(DATA / "ethanol_xtb_500K.npz", other)
+    with pytest.raises(ConfigError, match="files_sha256"):
+        potential_data(tmp_path, path=str(other))
+
+
+def test_other_ranks_never_read_statistics_of_another_split(tmp_path, monkeypatch):
+    primary = potential_data(tmp_path / "run")
+    statistics = tmp_path / "run" / "statistics.json"
+    record = json.loads(statistics.read_text())
+    monkeypatch.setenv("RANK", "1")
+
+    def wait_once(ready, what, timeout_s=0.0):
+        if not ready():
+            raise TimeoutError(f"{what} not ready")
+
+    monkeypatch.setattr(datamodule, "wait_for", wait_once)
+    stale = {"split": "another split", "statistics": {**record["statistics"], "species": [1]}}
+    statistics.write_text(json.dumps(stale))
+    with pytest.raises(TimeoutError, match="statistics.json"):
+        potential_data(tmp_path / "run")
+    statistics.write_text(json.dumps(record))
+    other_rank = potential_data(tmp_path / "run")
+    assert other_rank.statistics == primary.statistics
+
+
+def test_energy_shifts_default_to_the_mean_energy_per_atom(tmp_path):
+    module = potential_data(tmp_path)
+    train = module.subset("train")
+    mean = np.mean([float(g.energy) / g.num_nodes for g in train])
+    assert module.statistics["energy_shifts"] == pytest.approx([mean] * 3, rel=1e-12)
+    least_squares = DataModule(
+        ASPIRIN,
+        PotentialTask,
+        PotentialSettings(energy_shifts="least_squares"),
+        {"r_max": 4.0},
+        tmp_path / "lsq",
+    )
+    least_squares.setup()
+    counts = np.array([(train[0].z == z).sum().item() for z in (1, 6, 8)])
+    shifts = np.array(least_squares.statistics["energy_shifts"])
+    energies = np.array([float(g.energy) for g in train])
+    assert counts @ shifts == pytest.approx(energies.mean(), rel=1e-9)  # the fit, independently
+    assert not np.allclose(shifts, shifts[0])
