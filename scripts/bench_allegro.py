@@ -155,7 +155,7 @@ def cmd_speed(args) -> dict:
     from torch_geometric.data import Batch
 
     from molfold.data.neighbors import atoms_to_graph
-    from molfold.models.registry import build_potential
+    from molfold.models.registry import build_model
 
     torch.set_num_threads(args.threads)
     hp = molfold_hparams()
@@ -167,7 +167,7 @@ def cmd_speed(args) -> dict:
 
     torch.manual_seed(args.model_seed)
     t0 = time.perf_counter()
-    potential = build_potential("allegro", species, hp, dtype=args.dtype).eval()
+    potential = build_model("allegro", hp, {"species": species}, args.dtype).eval()
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     batch = Batch.from_data_list([atoms_to_graph(atoms, hp["r_max"]) for atoms in structures])
@@ -344,7 +344,7 @@ def run_training(args, env: dict) -> dict:
     np.savez(split_file, **split)
     mf_dir = train_dir / "molfold"
     mf_dir.mkdir()
-    shutil.copy(split_file, mf_dir / "split.npz")  # AtomicDataModule reuses <run_dir>/split.npz
+    shutil.copy(split_file, mf_dir / "split.npz")  # the DataModule reuses <run_dir>/split.npz
     budget = int(args.train_budget_s)
     env = dict(env, OMP_NUM_THREADS=str(args.threads))
     result = {
@@ -418,8 +418,8 @@ def run_training(args, env: dict) -> dict:
         "optim.lr=0.001",
         "optim.scheduler=none",
         "ema_decay=0.999",
-        "loss.energy_weight=1.0",
-        "loss.forces_weight=1.0",
+        "task.energy_weight=1.0",
+        "task.forces_weight=1.0",
         f"trainer.max_time={ref._dhms(budget)}",
         "trainer.max_epochs=100000",
         "trainer.enable_progress_bar=false",
@@ -707,9 +707,9 @@ def cmd_run(args) -> dict:
 
 
 def _write(path: Path, result: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, path)
+    from molfold.io import atomic_write
+
+    atomic_write(path, json.dumps(result, indent=2, default=str))
 
 
 def _failed(result: dict) -> bool:

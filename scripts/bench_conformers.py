@@ -4,7 +4,8 @@ Datasets (``--datasets``, both by default):
 
 ``qm9``
     A seeded random subset (``--max-molecules``, default 1,000; 0 = all 10,831) of the QM9 test
-    split that training uses (:func:`molfold.data.conformer_data.conformer_split`, split_seed 0);
+    split that training uses (``configs/data/qm9.yaml`` sizes through
+    :func:`molfold.data.splits.random_split`, split_seed 0);
     target: the DFT ground state.
 ``geom``
     The lowest-energy conformer of every molecule of a GEOM folder (``--geom``, default the
@@ -112,11 +113,15 @@ class MethodRun:
 
 def qm9_test_graphs(root: str | None, max_molecules: int, seed: int) -> tuple[list, dict]:
     """The seeded random subset of the QM9 test split (all of it for ``max_molecules`` 0)."""
-    from molfold.data.conformer_data import conformer_split, qm9_conformer_graphs
+    from molfold.cli import compose
+    from molfold.data.datamodule import load_structures
+    from molfold.data.splits import random_split
 
     print("loading QM9 conformer graphs (about a minute from the cache) ...", flush=True)
-    graphs = qm9_conformer_graphs(root)
-    test = conformer_split(len(graphs), {"format": "qm9", "split_seed": 0})["test"]
+    data = {**compose("eval", ["ckpt=none", "data=qm9"])["data"], "path": root}
+    graphs = load_structures(data)
+    sizes = (data["n_train"], data["n_val"], data["n_test"])
+    test = random_split(len(graphs), *sizes, data["split_seed"])["test"]
     chosen = np.sort(test)
     if 0 < max_molecules < len(test):
         chosen = np.sort(np.random.default_rng(seed).choice(test, max_molecules, replace=False))
@@ -126,18 +131,18 @@ def qm9_test_graphs(root: str | None, max_molecules: int, seed: int) -> tuple[li
 
 def geom_graphs(path: str | None, max_molecules: int, seed: int) -> tuple[list | None, dict]:
     """Ground-state GEOM graphs of ``path`` (default the shipped set); None when absent."""
-    from molfold.data.conformer_data import geom_conformer_graphs
-    from molfold.data.datamodule import shipped_data
-    from molfold.errors import DataError
+    from molfold.data.datamodule import load_structures
+    from molfold.errors import MissingFileError
+    from molfold.shipped import shipped_data
 
     if path is None:
         try:
             path = shipped_data("geom_xtb")
-        except DataError as error:
+        except MissingFileError as error:
             return None, {"skipped": f"no shipped GEOM set: {error}"}
     if not Path(path).exists():
         return None, {"skipped": f"GEOM path {path} does not exist"}
-    graphs = geom_conformer_graphs(path)
+    graphs = load_structures({"format": "geom", "path": str(path)})
     info = {"path": str(path), "n_total": len(graphs)}
     if 0 < max_molecules < len(graphs):
         chosen = np.sort(
@@ -344,9 +349,9 @@ def versions() -> dict:
 
 
 def _write(path: Path, result: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, path)
+    from molfold.io import atomic_write
+
+    atomic_write(path, json.dumps(result, indent=2, default=str))
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -369,15 +374,15 @@ def benchmark(args) -> dict:
             refiners["rebind+xtb"] = make_refiner("xtb")
         except MolfoldError as error:
             raise SystemExit(str(error)) from None
-    elements = sorted(getattr(model, "training_data", {}).get("elements", []))
+    elements = sorted(model.model_info["statistics"].get("elements", []))
     result = {
         "benchmark": "ground-state conformers: RDKit ETKDGv3 vs molfold ReBind",
         "machine": machine_info(args.threads),
         "versions": versions(),
         "settings": {
-            "ckpt": model.source,
-            "model_config": model.config,
-            "model_training_data": getattr(model, "training_data", None),
+            "ckpt": model.checkpoint_info["path"],
+            "model_config": {k: v for k, v in model.model_info.items() if k != "statistics"},
+            "model_training_data": model.model_info["statistics"],
             "max_molecules": args.max_molecules,
             "seed": args.seed,
             "batch_size": args.batch_size,
@@ -422,7 +427,8 @@ def benchmark(args) -> dict:
     print(
         f"\nGround-state conformers (Angstrom); metrics over the molecules a method did not fail "
         f"on; mol/s: prediction only, {args.threads} torch thread(s), RDKit single-threaded; "
-        f"model {model.source}. C-RMSD min: the better of the prediction and its mirror image, "
+        f"model {model.checkpoint_info['path']}. C-RMSD min: the better of the prediction and "
+        "its mirror image, "
         f"as the papers' evaluation counts it. Paper columns (QM9 only):"
     )
     for method, source in PAPER_SOURCES.items():

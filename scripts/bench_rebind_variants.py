@@ -20,6 +20,7 @@ from pathlib import Path
 from train_rebind_qm9 import MODEL  # scripts/ is on sys.path when run as a script
 
 from molfold.cli import compose
+from molfold.io import atomic_write
 from molfold.train.run import train
 
 SHARED = [
@@ -73,8 +74,7 @@ def main() -> None:
             f"{row['variant']:<34} {row['d_mae']:>7.3f} {row['d_rmse']:>7.3f} "
             f"{row['c_rmsd']:>7.3f} {row['wall_s']:>9.0f}"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"settings": vars(args), "results": rows}, indent=2))
+    atomic_write(args.out, json.dumps({"settings": vars(args), "results": rows}, indent=2))
     print(f"wrote {args.out}")
 
 

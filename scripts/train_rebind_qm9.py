@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from molfold.cli import compose
-from molfold.models.registry import atomic_save, read_checkpoint
+from molfold.io import atomic_write
+from molfold.models.checkpoint import load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = [
@@ -62,19 +63,18 @@ def main() -> None:
     start = time.time()
     metrics = train(config)
 
-    best = run_dir / "checkpoints" / "best.ckpt"
-    payload = read_checkpoint(best)
-    atomic_save({"molfold": payload}, args.output)
+    model = load_model(run_dir / "checkpoints" / "best.ckpt")
+    save_model(model, args.output)
     record = {
         "test_metrics_angstrom": metrics,
         "recipe": overrides,
         "epochs": args.epochs,
         "wall_time_this_sitting_s": round(time.time() - start, 1),
-        "parameters": sum(v.numel() for v in payload["state_dict"].values()),
+        "parameters": sum(p.numel() for p in model.parameters()),
         "torch_threads": torch.get_num_threads(),
     }
     metrics_file = Path(args.output).with_name(Path(args.output).stem + "_metrics.json")
-    metrics_file.write_text(json.dumps(record, indent=2))
+    atomic_write(metrics_file, json.dumps(record, indent=2))
     print(
         f"wrote {args.output} ({Path(args.output).stat().st_size / 1e6:.1f} MB) and {metrics_file}"
     )

@@ -3,7 +3,6 @@ relaxation through scripts/run_md.py and scripts/relax.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -27,25 +26,12 @@ from molfold.models.potential import Potential
 from molfold.models.registry import build_model
 from molfold.nn.radial import PolynomialCutoff
 
+from .common import nve_energy_error, relax_script, run_md_script
 from .conftest import DATA, REPO
 from .equivariance import evaluate
 from .test_allegro import SMALL, make_potential
 
 SPECIES = [1, 6, 8, 29]
-
-
-def load_script(name: str):
-    """A script of ``scripts/`` as a module (``scripts`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_script_{name}", REPO / "scripts" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_md_script = load_script("run_md")
-relax_script = load_script("relax")
 
 
 @pytest.fixture(autouse=True)
@@ -231,17 +217,6 @@ def test_checkpoint_path(float64, tmp_path, ethanol):
 
 
 # --- molecular dynamics --------------------------------------------------------------------------
-
-
-def nve_energy_error(
-    calculator, atoms: Atoms, timestep_fs: float, steps: int, seed: int = 0
-) -> float:
-    """Largest |E_tot(t) - E_tot(0)| per atom, eV, over ``steps`` velocity-Verlet steps from
-    Maxwell-Boltzmann velocities at 300 K. Takes any ASE calculator."""
-    summary = run_md_script.run_md(
-        atoms.copy(), calculator, "nve", 300.0, timestep_fs, steps, seed=seed, verbose=False
-    )
-    return summary["max_deviation_eV_per_atom"]
 
 
 def test_nve_conserves_energy(float64, bound_allegro, ethanol):

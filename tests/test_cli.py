@@ -12,24 +12,8 @@ import yaml
 from molfold.cli import main
 from molfold.models.checkpoint import load_model
 
+from .common import TINY, nve_energy_error, run_md_script
 from .conftest import DATA
-
-TINY = [
-    f"data.path={DATA / 'aspirin_xtb_500K.npz'}",
-    "data.max_structures=40",
-    "data.n_train=24",
-    "data.n_val=8",
-    "data.batch_size=8",
-    "model.num_scalar_features=16",
-    "model.num_tensor_features=4",
-    "model.radial_chemical_embed_dim=16",
-    "model.two_body_mlp_hidden=[16]",
-    "model.allegro_mlp_hidden=[16]",
-    "model.readout_mlp_hidden=[16]",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +87,17 @@ def test_eval_reproduces_the_test_metrics(trained_run, tmp_path, capsys):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-4)
 
 
+def test_eval_split_test_draws_the_training_split_for_potentials(trained_run, tmp_path):
+    """`split=test` (no split.npz needed) gives the test split the data config draws; it used to
+    be a raw FileNotFoundError for potentials."""
+    output = tmp_path / "metrics.json"
+    sizes = [o for o in TINY if o.startswith(("data.path", "data.max_structures", "data.n_"))]
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    assert main(["eval", f"ckpt={ckpt}", "split=test", *sizes, f"output={output}"]) == 0
+    trained = json.loads((trained_run / "test_metrics.json").read_text())
+    assert json.loads(output.read_text()) == pytest.approx(trained, rel=1e-4)
+
+
 def test_existing_run_is_not_overwritten(trained_run, capsys):
     assert main(["train", f"run_dir={trained_run}", *TINY]) == 2
     assert "resume=true" in capsys.readouterr().err
@@ -166,8 +161,6 @@ def test_nve_md_with_the_trained_model_conserves_energy(trained_run):
     not the exact gradient of the energy, or float32 round-off, would not scale that way.
     """
     from molfold import MolfoldCalculator
-
-    from .test_calculator import nve_energy_error, run_md_script
 
     atoms = run_md_script.read_structure(DATA / "aspirin_xtb_500K.npz", 0)
     calculator = MolfoldCalculator(trained_run / "checkpoints" / "best.ckpt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -110,6 +111,10 @@ def test_pickled_geom_needs_the_opt_in(tmp_path, capsys):
     assert main([*args, "trainer.max_epochs=1"]) == 0
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("qm9pack") is None,
+    reason="qm9pack is not installed: pip install 'molfold[qm9]'",
+)
 def test_qm9_conformer_graphs_keep_charges_and_bonds(tmp_path):
     graphs = qm9_conformer_graphs(max_molecules=300, cache_dir=tmp_path)
     by_name = {g.name: g for g in graphs}

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from .test_cli import TINY
+from .common import TINY
 
 
 def train(run_dir, processes: int, batch_size: int) -> subprocess.CompletedProcess:

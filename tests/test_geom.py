@@ -22,13 +22,12 @@ from rdkit import Chem
 
 from molfold.data.sources.geom import (
     GeomMolecule,
-    geom_split,
     load_geom,
     read_msgpack,
     read_pickle,
     read_rdkit_folder,
 )
-from molfold.errors import ConfigError, DataError, MissingFileError, MolfoldError
+from molfold.errors import DataError, MissingFileError, MolfoldError
 from molfold.units import HARTREE_TO_EV
 
 GEOM = Path(__file__).resolve().parents[1] / "data" / "geom_xtb"
@@ -262,17 +261,6 @@ def test_shipped_pickles_are_stored_unsorted(from_pickles):
     assert any(e != sorted(e) for e in energies)
     for m, e in zip(from_pickles, energies):
         assert m.energies[0] == min(e) * HARTREE_TO_EV
-
-
-def test_split_is_deterministic_and_disjoint():
-    a, b = geom_split(103, seed=7), geom_split(103, seed=7)
-    for key in ("train", "val", "test"):
-        np.testing.assert_array_equal(a[key], b[key])
-    assert [len(a[k]) for k in ("train", "val", "test")] == [82, 10, 11]
-    assert sorted(np.concatenate(list(a.values())).tolist()) == list(range(103))
-    assert not np.array_equal(a["train"], geom_split(103, seed=8)["train"])
-    with pytest.raises(ConfigError):
-        geom_split(10, seed=0, fractions=(0.5, 0.2, 0.2))
 
 
 RANDOM_FILES = st.one_of(

@@ -14,7 +14,7 @@ from torch_geometric.data import Batch
 from molfold.cli import main
 from molfold.conformers.predict import DEFAULT_MODEL, read_smiles_file
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
-from molfold.errors import ConfigError, DataError
+from molfold.errors import ConfigError, DataError, UnknownElementError
 from molfold.models.checkpoint import save_model
 from molfold.models.registry import build_model
 from molfold.shipped import shipped_data
@@ -108,6 +108,19 @@ def test_python_api_and_errors(tiny_ckpt):
         predict_conformers("CCO", ckpt=tiny_ckpt, refine="uff-please")
     with pytest.raises(ConfigError, match="num_conformers"):
         predict_conformers("CCO", ckpt=tiny_ckpt, num_conformers=0)
+    # an element without Lennard-Jones parameters is an unknown element, not an invalid SMILES
+    with pytest.raises(UnknownElementError, match="Lennard-Jones") as caught:
+        predict_conformers("C[Te]C", ckpt=tiny_ckpt, refine="none")
+    assert not isinstance(caught.value, InvalidMoleculeError)
+    for bad in (None, 3, ["CCO", None]):
+        with pytest.raises(ConfigError, match="smiles must be a SMILES string"):
+            predict_conformers(bad, ckpt=tiny_ckpt)
+
+
+def test_predict_rejects_unknown_keys(tiny_ckpt, tmp_path, capsys):
+    args = ["smiles=CCO", f"output={tmp_path / 'x.sdf'}", f"ckpt={tiny_ckpt}"]
+    assert main(["predict", *args, "+refine_steps=3"]) == 2
+    assert "unknown key refine_steps" in capsys.readouterr().err
 
 
 def test_predict_needs_exactly_one_input(tiny_ckpt, tmp_path, capsys):

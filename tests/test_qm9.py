@@ -479,18 +479,6 @@ def test_default_cache_location(monkeypatch, tmp_path, raw_root):
     assert qm9.cache_path(raw_root).parent == raw_root / "processed"
 
 
-def test_split_sizes_and_seed():
-    train, val, test = qm9.qm9_split(qm9.N_CHARACTERIZED, seed=1)
-    assert (len(train), len(val), len(test)) == (110_000, 10_000, 10_831)
-    every = torch.cat([train, val, test]).sort().values
-    assert torch.equal(every, torch.arange(qm9.N_CHARACTERIZED))
-    again = qm9.qm9_split(qm9.N_CHARACTERIZED, seed=1)
-    assert all(torch.equal(a, b) for a, b in zip((train, val, test), again))
-    assert not torch.equal(train, qm9.qm9_split(qm9.N_CHARACTERIZED, seed=2)[0])
-    with pytest.raises(ValueError):
-        qm9.qm9_split(1000, seed=0)
-
-
 @needs_qm9pack
 def test_qm9pack_holds_the_characterized_molecules():
     """130,831 rows, GDB indices 1..133,885 with exactly 3,054 missing (fast: CSV only)."""

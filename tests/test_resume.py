@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 import molfold.train.run as run
 from molfold.cli import main
 
-from .test_cli import TINY
+from .common import TINY
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):

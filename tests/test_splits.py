@@ -57,6 +57,16 @@ def test_a_user_train_size_is_kept_when_n_val_is_unset(data, total):
     assert len(split["val"]) == (10_000 if data == "qm9" else round(0.1 * total))
 
 
+def test_qm9_paper_split_is_the_one_the_shipped_model_trained_on():
+    """110,000 / 10,000 / 10,831 from configs/data/qm9.yaml, the permutation of split_seed 0 that
+    molfold 0.1.0 drew (torch.randperm), so the shipped model's test molecules stay unseen."""
+    config = compose("train", ["model=rebind", "data=qm9"])["data"]
+    split = random_split(130_831, config["n_train"], config["n_val"], config["n_test"], 0)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [110_000, 10_000, 10_831]
+    order = torch.randperm(130_831, generator=torch.Generator().manual_seed(0)).numpy()
+    np.testing.assert_array_equal(split["test"], np.sort(order[120_000:]))
+
+
 def test_shipped_geom_set_splits_with_the_users_sizes(tmp_path):
     config = {"format": "geom", "path": str(DATA / "geom_xtb"), "n_train": 12, "n_val": 4}
     module = DataModule(config, ConformerTask, ConformerSettings(), {}, tmp_path)

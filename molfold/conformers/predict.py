@@ -308,28 +308,45 @@ def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: st
     return written
 
 
-def predict_to_sdf(config: dict) -> int:
+@dataclass(frozen=True)
+class PredictConfig:
+    """The keys of ``molfold predict`` (``configs/predict.yaml``)."""
+
+    output: str
+    smiles: str | None = None
+    name: str | None = None
+    input: str | None = None
+    ckpt: str | None = None
+    num_conformers: int = 1
+    refine: str = "mmff"
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+
+
+def predict_to_sdf(values: dict) -> int:
     """``molfold predict``: the number of failed inputs (each reported on stderr)."""
-    if bool(config.get("smiles")) == bool(config.get("input")):
+    from molfold.config import parse
+
+    config = parse(PredictConfig, values, "")
+    if bool(config.smiles) == bool(config.input):
         raise ConfigError("give exactly one of smiles=SMILES or input=FILE (one SMILES per line)")
-    if not config.get("output"):
-        raise ConfigError("give output=FILE.sdf")
-    if config.get("smiles"):
-        items = [MoleculeInput(config["smiles"], config.get("name") or "", "smiles=")]
+    if config.smiles:
+        items = [MoleculeInput(config.smiles, config.name or "", "smiles=")]
     else:
-        items = read_smiles_file(config["input"])
-    model = load_conformer_model(config.get("ckpt"), config.get("device", "cpu"))
+        items = read_smiles_file(config.input)
+    model = load_conformer_model(config.ckpt, config.device)
     results = predict(
         items,
         model,
-        int(config.get("num_conformers", 1)),
-        str(config.get("refine", "mmff")),
-        int(config.get("batch_size", 64)),
-        int(config.get("seed", 0)),
+        config.num_conformers,
+        config.refine,
+        config.batch_size,
+        config.seed,
         progress=True,
     )
     name = f"{model.model_info['name']} ({model.checkpoint_info['path']})"
-    written = write_sdf(results, config["output"], name, str(config.get("refine", "mmff")))
+    written = write_sdf(results, config.output, name, config.refine)
     failed = [r for r in results if r.error]
     for result in failed:
         print(f"molfold predict: error: {result.error}", file=sys.stderr)
@@ -348,6 +365,6 @@ def predict_to_sdf(config: dict) -> int:
                 )
     print(
         f"molfold predict: wrote {written} conformers of {len(results) - len(failed)} molecules "
-        f"to {config['output']}" + (f"; {len(failed)} failed" if failed else "")
+        f"to {config.output}" + (f"; {len(failed)} failed" if failed else "")
     )
     return len(failed)

@@ -19,12 +19,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-
-def _single_copies(irreps: o3.Irreps) -> o3.Irreps:
-    irreps = o3.Irreps(irreps)
-    if any(mul != 1 for mul, _ in irreps):
-        raise ValueError(f"strided layout needs multiplicity 1 for every irrep copy, got {irreps}")
-    return irreps
+from molfold.nn.strided import single_copies
 
 
 class PathwiseTensorProduct(nn.Module):
@@ -49,9 +44,9 @@ class PathwiseTensorProduct(nn.Module):
 
     def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> None:
         super().__init__()
-        self.irreps_in1 = _single_copies(irreps_in1)
-        self.irreps_in2 = _single_copies(irreps_in2)
-        irreps_out = _single_copies(irreps_out)
+        self.irreps_in1 = single_copies(irreps_in1)
+        self.irreps_in2 = single_copies(irreps_in2)
+        irreps_out = single_copies(irreps_out)
 
         index1, index2, index_out, values, path_irreps = [], [], [], [], []
         offset = 0
@@ -112,8 +107,8 @@ class PathMixingLinear(nn.Module):
         self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, mul_in: int, mul_out: int
     ) -> None:
         super().__init__()
-        self.irreps_in = _single_copies(irreps_in)
-        self.irreps_out = _single_copies(irreps_out)
+        self.irreps_in = single_copies(irreps_in)
+        self.irreps_out = single_copies(irreps_out)
         self.mul_in, self.mul_out = mul_in, mul_out
         self.weights = nn.ParameterList()
         self.alphas: list[float] = []

@@ -19,7 +19,8 @@ from e3nn import o3
 from torch import nn
 
 
-def _single_copies(irreps: o3.Irreps) -> o3.Irreps:
+def single_copies(irreps: o3.Irreps) -> o3.Irreps:
+    """``irreps`` as :class:`~e3nn.o3.Irreps`; ValueError unless every multiplicity is 1."""
     irreps = o3.Irreps(irreps)
     if any(mul != 1 for mul, _ in irreps):
         raise ValueError(f"strided layout needs multiplicity 1 for every irrep, got {irreps}")
@@ -40,7 +41,7 @@ class WeightedChannels(nn.Module):
 
     def __init__(self, irreps: o3.Irreps, multiplicity: int) -> None:
         super().__init__()
-        self.irreps_in = _single_copies(irreps)
+        self.irreps_in = single_copies(irreps)
         self.multiplicity = multiplicity
         self.num_irreps = len(self.irreps_in)
         self.weight_numel = multiplicity * self.num_irreps
@@ -90,9 +91,9 @@ class ChannelwiseTensorProduct(nn.Module):
         path_channel_coupling: bool = True,
     ) -> None:
         super().__init__()
-        self.irreps_in1 = _single_copies(irreps_in1)
-        self.irreps_in2 = _single_copies(irreps_in2)
-        self.irreps_out = _single_copies(irreps_out)
+        self.irreps_in1 = single_copies(irreps_in1)
+        self.irreps_in2 = single_copies(irreps_in2)
+        self.irreps_out = single_copies(irreps_out)
         self.multiplicity = multiplicity
 
         index1, index2, index_out, path_of_entry, values = [], [], [], [], []

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch_geometric.data import Data
 
 from molfold.data.graph import CONFORMER_FIELDS
@@ -65,7 +64,7 @@ from molfold.errors import ConfigError, DataError, MissingFileError
 
 __all__ = [
     "MSGPACK_FILES", "PICKLE_ALLOWED", "PICKLE_HINT", "SUMMARY_FILES", "GeomMolecule",
-    "GeomOptions", "geom_split", "load_geom", "read_msgpack", "read_pickle", "read_rdkit_folder",
+    "GeomOptions", "load_geom", "read_msgpack", "read_pickle", "read_rdkit_folder",
 ]  # fmt: skip
 
 
@@ -123,27 +122,6 @@ def load_geom(
     return read_rdkit_folder(summary, allow_pickle, **options)
 
 
-def geom_split(
-    n: int, seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-) -> dict[str, np.ndarray]:
-    """Disjoint, sorted train/val/test molecule indices from a seeded permutation of ``n``.
-
-    ``round(fractions[0] * n)`` molecules train, ``round(fractions[1] * n)`` validate, the rest
-    test. The same ``n``, ``seed`` and ``fractions`` give the same split on every machine
-    (NumPy's ``default_rng``, PCG64).
-    """
-    if n < 0 or len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(
-            f"geom_split needs n >= 0 and 3 fractions >= 0 summing to 1, got {n}, {fractions}"
-        )
-    n_train = round(fractions[0] * n)
-    n_val = min(round(fractions[1] * n), n - n_train)
-    order = np.random.default_rng(seed).permutation(n)
-    return {
-        "train": np.sort(order[:n_train]),
-        "val": np.sort(order[n_train : n_train + n_val]),
-        "test": np.sort(order[n_train + n_val :]),
-    }
 
 
 @dataclass(frozen=True)

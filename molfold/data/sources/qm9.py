@@ -113,13 +113,11 @@ from molfold.io import atomic_write
 
 __all__ = [
     "ATOMREF", "CACHE_VERSION", "GRAPH_SOURCES", "N_CHARACTERIZED", "N_GDB", "N_UNCHARACTERIZED",
-    "QM9PACK_FILES", "RAW_FILES", "SPLIT_SIZES", "TARGETS", "TARGET_NAMES", "cache_path",
-    "download_qm9", "geometry_graph", "load_qm9", "qm9_split", "qm9pack_dir", "raw_dir",
+    "QM9PACK_FILES", "RAW_FILES", "TARGETS", "TARGET_NAMES", "cache_path",
+    "download_qm9", "geometry_graph", "load_qm9", "qm9pack_dir", "raw_dir",
     "read_qm9", "read_qm9pack", "read_raw", "read_uncharacterized", "to_data_list", "to_rdkit_mol",
 ]  # fmt: skip
 
-SPLIT_SIZES = (110_000, 10_000)
-"""Train and validation sizes of the usual QM9 split; the test set is the rest (10,831)."""
 
 RAW_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/molnet_publish/qm9.zip"
 """``qm9.zip`` holding ``gdb9.sdf`` and ``gdb9.sdf.csv`` (torch-geometric ``QM9.raw_url``)."""
@@ -297,14 +295,3 @@ def load_qm9(
         atomic_write(path, partial(torch.save, tensors))
     return to_data_list(tensors)
 
-
-def qm9_split(
-    n: int, seed: int, n_train: int = SPLIT_SIZES[0], n_val: int = SPLIT_SIZES[1]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Train, validation and test indices into a dataset of ``n`` molecules from a seeded random
-    permutation: ``n_train`` (110,000), ``n_val`` (10,000) and the rest (10,831 for full QM9)."""
-    if n_train < 0 or n_val < 0 or n_train + n_val > n:
-        raise ValueError(f"cannot take {n_train} train + {n_val} validation from {n} molecules")
-    generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=generator)
-    return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]

@@ -1,0 +1,56 @@
+"""What several test modules share (test modules never import each other): the tiny
+Allegro settings of the command-line runs, scripts loaded as modules, an NVE energy check."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ase import Atoms
+
+from .conftest import DATA, REPO
+
+TINY = [
+    f"data.path={DATA / 'aspirin_xtb_500K.npz'}",
+    "data.max_structures=40",
+    "data.n_train=24",
+    "data.n_val=8",
+    "data.batch_size=8",
+    "model.num_scalar_features=16",
+    "model.num_tensor_features=4",
+    "model.radial_chemical_embed_dim=16",
+    "model.two_body_mlp_hidden=[16]",
+    "model.allegro_mlp_hidden=[16]",
+    "model.readout_mlp_hidden=[16]",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def load_script(name: str):
+    """A script of ``scripts/`` as a module (``scripts`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_script_{name}", REPO / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_md_script = load_script("run_md")
+relax_script = load_script("relax")
+
+
+run_md_script = load_script("run_md")
+relax_script = load_script("relax")
+
+
+def nve_energy_error(
+    calculator, atoms: Atoms, timestep_fs: float, steps: int, seed: int = 0
+) -> float:
+    """Largest |E_tot(t) - E_tot(0)| per atom, eV, over ``steps`` velocity-Verlet steps from
+    Maxwell-Boltzmann velocities at 300 K. Takes any ASE calculator."""
+    summary = run_md_script.run_md(
+        atoms.copy(), calculator, "nve", 300.0, timestep_fs, steps, seed=seed, verbose=False
+    )
+    return summary["max_deviation_eV_per_atom"]
