@@ -128,3 +128,12 @@ def test_energy_shifts_default_to_the_mean_energy_per_atom(tmp_path):
     energies = np.array([float(g.energy) for g in train])
     assert counts @ shifts == pytest.approx(energies.mean(), rel=1e-9)  # the fit, independently
     assert not np.allclose(shifts, shifts[0])
+
+
+def test_split_files_of_earlier_molfold_versions_are_still_used(tmp_path):
+    """A split.npz without a record (molfold 0.1.0, or written by hand) is taken as it is."""
+    split = {"train": np.arange(10, 40), "val": np.arange(40, 50), "test": np.arange(10)}
+    np.savez(tmp_path / "split.npz", **split)
+    module = potential_data(tmp_path, n_train=7)  # sizes cannot be checked without a record
+    for name, indices in split.items():
+        np.testing.assert_array_equal(module.split[name], indices)

@@ -2,9 +2,9 @@
 
 ``DataModule(config, task, run_dir)``:
 
-1. loads every structure of the ``data`` config's source, as graphs in molfold units with what
-   the task's model needs (the radius graph of a potential, :meth:`Task.cutoff`), and checks
-   that they carry the fields the task trains on;
+1. checks that the ``data`` config's source gives the fields the task trains on, then loads
+   every structure, as graphs in molfold units, with what the task's model needs attached
+   (:meth:`Task.transforms`: the radius graph of a potential);
 2. draws the split (:func:`molfold.data.splits.random_split`) or reuses the one saved in the run
    directory, refusing one drawn from other data or with other sizes;
 3. fits the task's training-set statistics (:meth:`Task.fit_statistics`);
@@ -92,14 +92,20 @@ def parse_data_config(values: dict[str, Any]) -> tuple[DataConfig, Any]:
     return config, options
 
 
-def load_structures(values: dict[str, Any], r_max: float | None = None) -> list[Data]:
-    """Every structure of the ``data`` section's source (at most ``max_structures``)."""
+def load_structures(values: dict[str, Any], transforms: list | None = None) -> list[Data]:
+    """Every structure of the ``data`` section's source (at most ``max_structures``), with
+    ``transforms`` applied (:mod:`molfold.data.transforms`)."""
     config, options = parse_data_config(values)
     if config.path is not None and not Path(config.path).exists():
         raise MissingFileError(f"data.path {config.path} does not exist")
-    structures = source(config.format).load(config.path, options, config.max_structures, r_max)
+    structures = source(config.format).load(config.path, options, config.max_structures)
+    name = config.path or config.format
     if not structures:
-        raise DataError(f"{config.path or config.format} holds no structures")
+        raise DataError(f"{name} holds no structures")
+    for transform in transforms or []:
+        for k, data in enumerate(structures):
+            index = f"frame {int(data.frame)}" if "frame" in data else f"structure {k}"
+            structures[k] = transform(data, f"{name} {index}")
     return structures
 
 
@@ -180,7 +186,7 @@ class DataModule(L.LightningDataModule):
         self.values = dict(data_config)
         self.config, _ = parse_data_config(self.values)
         self.task, self.task_settings = task, task_settings
-        self.r_max = task.cutoff(model_hparams)
+        self.transforms = task.transforms(model_hparams)
         self.run_dir = Path(run_dir)
         self.seed = seed
         self.items: list[Data] | None = None
@@ -191,7 +197,7 @@ class DataModule(L.LightningDataModule):
         if self.items is not None:
             return
         check_fields(self.task.required_fields, self.values, self.task.name)
-        self.items = load_structures(self.values, self.r_max)
+        self.items = load_structures(self.values, self.transforms)
         split_file = self.run_dir / "split.npz"
         statistics_file = self.run_dir / "statistics.json"
         fingerprint = data_fingerprint(self.config.path, len(self.items))

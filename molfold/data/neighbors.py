@@ -51,21 +51,19 @@ def neighbor_list(
 def build_graph(
     z: np.ndarray,
     pos: np.ndarray,
-    r_max: float,
+    r_max: float | None,
     cell: np.ndarray | None = None,
     pbc: np.ndarray | None = None,
     where: str = "structure",
     allow_isolated: bool = False,
     **targets: np.ndarray | float,
 ) -> Data:
-    """One structure as an atomic graph with its radius graph.
+    """One structure as an atomic graph, with its radius graph unless ``r_max`` is None.
 
     ``targets`` (``energy`` eV, ``forces`` [N, 3] eV/Angstrom, ``stress`` [3, 3] eV/Angstrom^3, or
     any other named array) are stored as float64 tensors with a leading graph dimension for
-    graph-level values. Raises :class:`DataError`, naming ``where``, for bad shapes, non-finite
-    values, atoms closer than :data:`MIN_DISTANCE` and, unless ``allow_isolated``, atoms with no
-    neighbour inside ``r_max`` (a dissociating atom in a simulation is legitimate; in a training
-    set it is usually an error).
+    graph-level values. Raises :class:`DataError`, naming ``where``, for bad shapes and
+    non-finite values, and (see :func:`add_radius_graph`) for atoms too close or isolated.
     """
     z = np.asarray(z)
     G.validate_structure(z, pos, cell, where)
@@ -73,27 +71,11 @@ def build_graph(
     cell_array = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     if pbc_array.any() and abs(np.linalg.det(cell_array)) < 1e-6:
         raise DataError(f"{where}: periodic along {pbc_array.tolist()} but the cell has no volume")
-    edge_index, shift, distance = neighbor_list(pos, r_max, cell_array, pbc_array)
-
-    if len(distance) and distance.min() < MIN_DISTANCE:
-        k = int(distance.argmin())
-        raise DataError(
-            f"{where}: atoms {edge_index[1, k]} and {edge_index[0, k]} are {distance[k]:.3g} A "
-            f"apart (less than {MIN_DISTANCE} A); the structure is broken"
-        )
-    isolated = np.setdiff1d(np.arange(len(z)), edge_index[1])
-    if len(isolated) and len(z) > 1 and not allow_isolated:
-        raise DataError(
-            f"{where}: atoms {isolated.tolist()[:10]} have no neighbour within r_max = {r_max} A"
-        )
-
     data = Data(
         z=torch.as_tensor(z, dtype=torch.long),
         pos=torch.as_tensor(np.asarray(pos), dtype=torch.float64),
         cell=torch.as_tensor(cell_array, dtype=torch.float64).unsqueeze(0),
         pbc=torch.as_tensor(pbc_array).unsqueeze(0),
-        edge_index=torch.as_tensor(edge_index),
-        edge_cell_shift=torch.as_tensor(shift, dtype=torch.float64),
     )
     for name, value in targets.items():
         if value is None:
@@ -108,11 +90,43 @@ def build_graph(
         else:
             tensor = tensor.reshape(1, *tensor.shape)
         data[name] = tensor
+    if r_max is None:
+        return data
+    return add_radius_graph(data, r_max, where, allow_isolated)
+
+
+def add_radius_graph(
+    data: Data, r_max: float, where: str = "structure", allow_isolated: bool = False
+) -> Data:
+    """``data`` with ``edge_index`` [2, E] and ``edge_cell_shift`` [E, 3]: every ordered pair
+    closer than ``r_max`` (Angstrom), through periodic images (vesin).
+
+    Raises :class:`DataError`, naming ``where``, for atoms closer than :data:`MIN_DISTANCE` and,
+    unless ``allow_isolated``, atoms with no neighbour inside ``r_max`` (a dissociating atom in a
+    simulation is legitimate; in a training set it is usually an error).
+    """
+    pos = data[G.POS].detach().cpu().double().numpy()
+    cell = data[G.CELL].reshape(3, 3).detach().cpu().double().numpy()
+    pbc = data[G.PBC].reshape(3).cpu().numpy()
+    edge_index, shift, distance = neighbor_list(pos, r_max, cell, pbc)
+    if len(distance) and distance.min() < MIN_DISTANCE:
+        k = int(distance.argmin())
+        raise DataError(
+            f"{where}: atoms {edge_index[1, k]} and {edge_index[0, k]} are {distance[k]:.3g} A "
+            f"apart (less than {MIN_DISTANCE} A); the structure is broken"
+        )
+    isolated = np.setdiff1d(np.arange(len(pos)), edge_index[1])
+    if len(isolated) and len(pos) > 1 and not allow_isolated:
+        raise DataError(
+            f"{where}: atoms {isolated.tolist()[:10]} have no neighbour within r_max = {r_max} A"
+        )
+    data[G.EDGE_INDEX] = torch.as_tensor(edge_index)
+    data[G.EDGE_CELL_SHIFT] = torch.as_tensor(shift, dtype=torch.float64)
     return data
 
 
 def atoms_to_graph(
-    atoms, r_max: float, where: str = "structure", allow_isolated: bool = False, **targets
+    atoms, r_max: float | None, where: str = "structure", allow_isolated: bool = False, **targets
 ) -> Data:
     """An :class:`ase.Atoms` as an atomic graph (see :func:`build_graph`)."""
     pbc = atoms.get_pbc()

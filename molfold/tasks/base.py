@@ -87,9 +87,9 @@ class Task(L.LightningModule):
         """Raise DataError if ``graphs`` (the whole dataset) cannot be used with ``statistics``."""
 
     @classmethod
-    def cutoff(cls, model_hparams: dict[str, Any]) -> float | None:
-        """Radius (Angstrom) of the neighbour list the model needs, or None for none."""
-        return None
+    def transforms(cls, model_hparams: dict[str, Any]) -> list:
+        """What the model needs attached to each structure (:mod:`molfold.data.transforms`)."""
+        return []
 
     def loss(self, outputs: dict, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch and its named terms."""

@@ -18,6 +18,7 @@ import torch
 
 from molfold.data import graph as G
 from molfold.data.statistics import fit_statistics, species_of
+from molfold.data.transforms import RadiusGraph
 from molfold.errors import DataError
 from molfold.tasks.base import Task
 from molfold.tasks.metrics import mae_rmse
@@ -89,8 +90,8 @@ class PotentialTask(Task):
             raise DataError(f"elements {sorted(unknown)} appear in val/test but not in training")
 
     @classmethod
-    def cutoff(cls, model_hparams: dict[str, Any]) -> float | None:
-        return float(model_hparams["r_max"])
+    def transforms(cls, model_hparams: dict[str, Any]) -> list:
+        return [RadiusGraph(float(model_hparams["r_max"]))]
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         stress = self.settings.stress_weight > 0 and G.STRESS in batch
@@ -116,12 +117,12 @@ class PotentialTask(Task):
             "stress": self.settings.stress_weight,
         }
         terms = {
-            f"{name}_mse": (errors[name] ** 2).mean()
+            name: (errors[name] ** 2).mean()
             for name, weight in weights.items()
             if weight > 0 and name in errors
         }
-        total = sum(weights[name[: -len("_mse")]] * value for name, value in terms.items())
-        return total, terms
+        total = sum(weights[name] * value for name, value in terms.items())
+        return total, {f"{name}_mse": value for name, value in terms.items()}
 
     def accumulate(self, outputs: dict, batch, stage: str) -> None:
         for name, error in self._errors(outputs, batch).items():

@@ -20,6 +20,7 @@ each section is checked against its schema before anything runs. A run directory
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -301,11 +302,12 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     info = model.model_info
     task_cls = task_for_kind(info["kind"])
     check_fields(task_cls.required_fields, config["data"], task_cls.name)
-    structures = load_structures(config["data"], task_cls.cutoff(info["hparams"]))
+    structures = load_structures(config["data"], task_cls.transforms(info["hparams"]))
     indices, description = evaluation_indices(settings, config["data"], len(structures))
     loader = make_loader([structures[i] for i in indices], "test", settings.batch_size)
     task = task_cls(model, task_cls.settings_class())
     accelerator = "gpu" if device.type == "cuda" else device.type
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner for an eval
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=[device.index or 0] if device.type == "cuda" else 1,

@@ -9,14 +9,15 @@ them where they are defined::
         ...
 
     @register_source("ase", AseOptions, provides=("pos", "z", "energy", "forces"))
-    def load(path, options, max_structures, r_max) -> list[Data]: ...
+    def load(path, options, max_structures) -> list[Data]: ...
 
 The loader returns every structure of the file (at most ``max_structures``, in file order) as a
-graph in molfold units (:mod:`molfold.data.graph`); ``r_max`` (Angstrom, or None) asks for the
-radius graph a 3D model needs. ``provides`` names the graph fields every structure carries, so
-that a task can refuse data it cannot train on before anything is read. Every module of this
-package is imported on the first lookup, so a new format needs no other edit. The keys every
-format shares (path, split sizes, batch sizes) are :class:`molfold.data.datamodule.DataConfig`.
+graph in molfold units (:mod:`molfold.data.graph`), without the edges a model needs (the radius
+graph is a transform, :mod:`molfold.data.transforms`). ``provides`` names the graph fields
+every structure carries, so that a task can refuse data it cannot train on before anything is
+read. Every module of this package is imported on the first lookup, so a new format needs no
+other edit. The keys every format shares (path, split sizes, batch sizes) are
+:class:`molfold.data.datamodule.DataConfig`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from molfold.errors import ConfigError
 
-Loader = Callable[[Any, Any, "int | None", "float | None"], list]
+Loader = Callable[[Any, Any, "int | None"], list]
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ PROGRESS_MIN_FRAMES = 5000
 
 def load_ase(
     path: str | os.PathLike,
-    r_max: float,
+    r_max: float | None = None,
     energy_key: str | None = "energy",
     forces_key: str | None = "forces",
     stress_key: str | None = None,
@@ -71,7 +71,8 @@ def load_ase(
     Parameters
     ----------
     path : extxyz (or any format :func:`ase.io.read` guesses from the name) or ``.db`` database
-    r_max : cutoff radius of the radius graph, Angstrom
+    r_max : cutoff radius of the radius graph, Angstrom (None: no edges; the datamodule adds
+        them with :class:`molfold.data.transforms.RadiusGraph`)
     energy_key, forces_key, stress_key : where the targets are stored (see the module docstring);
         ``None`` skips that target. Every selected structure must have every requested key.
     index : which structures, in ASE's syntax: ``":"`` all, ``"-1"`` the last, ``"::10"`` ...
@@ -219,17 +220,13 @@ class AseOptions:
 
 
 @register_source("ase", AseOptions, provides=("pos", "z", "energy"))
-def load(
-    path: str | None, options: AseOptions, max_structures: int | None, r_max: float | None
-) -> list[Data]:
+def load(path: str | None, options: AseOptions, max_structures: int | None) -> list[Data]:
     """Every structure of an ASE-readable file or database (at most ``max_structures``)."""
     if path is None:
         raise ConfigError("data.path is not set: give the file, e.g. data.path=frames.extxyz")
-    if r_max is None:
-        raise ConfigError("data=ase holds energies and forces of 3D structures: train a potential")
     graphs = load_ase(
         path,
-        r_max,
+        None,
         energy_key=options.energy_key,
         forces_key=options.forces_key,
         stress_key=options.stress_key,

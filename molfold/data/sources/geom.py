@@ -122,8 +122,6 @@ def load_geom(
     return read_rdkit_folder(summary, allow_pickle, **options)
 
 
-
-
 @dataclass(frozen=True)
 class GeomOptions:
     """The keys of ``data=geom`` besides the shared ones."""
@@ -133,9 +131,7 @@ class GeomOptions:
 
 
 @register_source("geom", GeomOptions, provides=CONFORMER_FIELDS)
-def load(
-    path: str | None, options: GeomOptions, max_structures: int | None, r_max: float | None
-) -> list[Data]:
+def load(path: str | None, options: GeomOptions, max_structures: int | None) -> list[Data]:
     """The lowest-energy conformer of each GEOM molecule as a conformer graph."""
     from molfold.data.molgraph import InvalidMoleculeError, mol_to_graph
 

@@ -204,13 +204,16 @@ def _desc(array: np.ndarray) -> str:
     return f"shape {array.shape} dtype {array.dtype}"
 
 
-def load_md17(path: str | os.PathLike, r_max: float, max_frames: int | None = None) -> list[Data]:
+def load_md17(
+    path: str | os.PathLike, r_max: float | None = None, max_frames: int | None = None
+) -> list[Data]:
     """Frames of an MD17 or rMD17 file as atomic graphs (see :mod:`molfold.data.graph`).
 
     Parameters
     ----------
     path : ``.npz`` file in either layout
-    r_max : cutoff radius of the radius graph, Angstrom
+    r_max : cutoff radius of the radius graph, Angstrom (None: no edges; the datamodule adds
+        them with :class:`molfold.data.transforms.RadiusGraph`)
     max_frames : keep only the first ``max_frames`` frames in file order (``None``: all)
 
     Returns
@@ -284,12 +287,8 @@ class MD17Options:
 
 
 @register_source("md17", MD17Options, provides=("pos", "z", "energy", "forces"))
-def load(
-    path: str | None, options: MD17Options, max_structures: int | None, r_max: float | None
-) -> list[Data]:
-    """Every frame of an MD17 / rMD17 file, with its radius graph at ``r_max``."""
+def load(path: str | None, options: MD17Options, max_structures: int | None) -> list[Data]:
+    """Every frame of an MD17 / rMD17 file (at most ``max_structures``), without edges."""
     if path is None:
         raise ConfigError("data.path is not set: give the MD17 file, e.g. data.path=aspirin.npz")
-    if r_max is None:
-        raise ConfigError("data=md17 holds energies and forces of 3D structures: train a potential")
-    return load_md17(path, r_max, max_frames=max_structures)
+    return load_md17(path, None, max_frames=max_structures)

@@ -294,4 +294,3 @@ def load_qm9(
         tensors = read_qm9(root, max_molecules)
         atomic_write(path, partial(torch.save, tensors))
     return to_data_list(tensors)
-

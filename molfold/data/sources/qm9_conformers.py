@@ -115,9 +115,7 @@ class QM9Options:
 
 
 @register_source("qm9", QM9Options, provides=CONFORMER_FIELDS)
-def load(
-    path: str | None, options: QM9Options, max_structures: int | None, r_max: float | None
-) -> list[Data]:
+def load(path: str | None, options: QM9Options, max_structures: int | None) -> list[Data]:
     """QM9 molecules as conformer graphs: ``path`` is the raw layout's folder, or None (or a folder
     without the raw files) for qm9pack; at most ``max_structures`` molecules."""
     return qm9_conformer_graphs(path, max_structures, options.cache_dir)
