@@ -57,12 +57,11 @@ from torch import nn
 from torch_geometric.data import Data
 
 from molfold.data import graph as G
+from molfold.models.allegro_layers import AllegroLayer, LayerShape, ResnetAllegroLayer
 from molfold.models.registry import register
-from molfold.nn.environment import EnvironmentEmbedding
 from molfold.nn.latent_mixing import LatentMixing
 from molfold.nn.mlp import ScalarMLP
-from molfold.nn.path_mixing import PathMixingLinear, PathwiseTensorProduct
-from molfold.nn.strided import ChannelwiseTensorProduct, WeightedChannels
+from molfold.nn.strided import WeightedChannels
 from molfold.nn.two_body import TwoBodyEmbedding
 
 LATENT_UPDATES = ("dense", "resnet")
@@ -98,119 +97,6 @@ def tensor_track_irreps(
             ]
         )
     return track
-
-
-class AllegroLayer(nn.Module):
-    """One layer of the current reference code: environment, weighted tensor product, latent MLP.
-
-    ``forward(tensor_features [E, mul, irreps_in.dim], sh [E, sh.dim], env_weights [E, mul * n_sh],
-    latents [E, latent_in_dim], centre [E], num_atoms) -> (tensor_features [E, mul,
-    irreps_out.dim], latent_out [E, num_scalar + n_env_weights_out])``.
-    """
-
-    def __init__(
-        self,
-        irreps_in: o3.Irreps,
-        irreps_out: o3.Irreps,
-        sh_irreps: o3.Irreps,
-        num_tensor_features: int,
-        latent_in_dim: int,
-        latent_out_dim: int,
-        mlp_hidden: Sequence[int],
-        activation: str,
-        avg_num_neighbors: float,
-        path_channel_coupling: bool,
-    ) -> None:
-        super().__init__()
-        if o3.Irrep("0e") != irreps_out[0].ir:
-            raise ValueError(f"layer output irreps must start with 0e, got {irreps_out}")
-        self.irreps_in, self.irreps_out = irreps_in, irreps_out
-        self.environment = EnvironmentEmbedding(
-            sh_irreps, num_tensor_features, avg_num_neighbors, exclude_self=False
-        )
-        self.tensor_product = ChannelwiseTensorProduct(
-            irreps_in, sh_irreps, irreps_out, num_tensor_features, path_channel_coupling
-        )
-        self.latent_mlp = ScalarMLP(latent_in_dim, latent_out_dim, mlp_hidden, activation)
-
-    def forward(
-        self,
-        tensor_features: torch.Tensor,
-        sh: torch.Tensor,
-        env_weights: torch.Tensor,
-        latents: torch.Tensor,
-        centre: torch.Tensor,
-        num_atoms: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        environment = self.environment(sh, env_weights, centre, num_atoms)
-        tensor_features = self.tensor_product(tensor_features, environment)
-        scalars = tensor_features[:, :, 0]  # the 0e component of every channel
-        return tensor_features, self.latent_mlp(torch.cat([latents, scalars], dim=-1))
-
-
-class ResnetAllegroLayer(nn.Module):
-    """One layer of the paper's code (allegro v0.3.0): environment, path-wise product, linear, MLP.
-
-    The environment weights are a linear map of the latent x^l (``env_embed``), the environment
-    leaves the edge itself out, the tensor product has no weights and keeps its paths apart, and
-    the latent MLP sees x^l and every scalar path of every channel. ``mix_paths=False`` (last
-    layer) drops the linear after the product, whose output nothing would read.
-
-    ``forward(tensor_features [E, mul, irreps_in.dim], sh [E, sh.dim], latent [E, latent_dim],
-    centre [E], num_atoms) -> (tensor_features [E, mul, irreps_out.dim], or the unmixed paths
-    [E, mul, path_irreps.dim] without ``mix_paths``; latent MLP output [E, latent_dim], before the
-    residual update)``.
-    """
-
-    def __init__(
-        self,
-        irreps_in: o3.Irreps,
-        irreps_out: o3.Irreps,
-        sh_irreps: o3.Irreps,
-        num_tensor_features: int,
-        latent_dim: int,
-        mlp_hidden: Sequence[int],
-        activation: str,
-        avg_num_neighbors: float,
-        mix_paths: bool,
-    ) -> None:
-        super().__init__()
-        if o3.Irrep("0e") != irreps_out[0].ir:
-            raise ValueError(f"layer output irreps must start with 0e, got {irreps_out}")
-        self.irreps_in, self.irreps_out = irreps_in, irreps_out
-        self.env_embed = ScalarMLP(latent_dim, num_tensor_features * len(sh_irreps))
-        self.environment = EnvironmentEmbedding(
-            sh_irreps, num_tensor_features, avg_num_neighbors, exclude_self=True
-        )
-        self.tensor_product = PathwiseTensorProduct(irreps_in, sh_irreps, irreps_out)
-        self.num_scalar_paths = self.tensor_product.num_scalar_paths
-        self.linear = (
-            PathMixingLinear(
-                self.tensor_product.path_irreps,
-                irreps_out,
-                num_tensor_features,
-                num_tensor_features,
-            )
-            if mix_paths
-            else None
-        )
-        latent_in_dim = latent_dim + num_tensor_features * self.num_scalar_paths
-        self.latent_mlp = ScalarMLP(latent_in_dim, latent_dim, mlp_hidden, activation)
-
-    def forward(
-        self,
-        tensor_features: torch.Tensor,
-        sh: torch.Tensor,
-        latent: torch.Tensor,
-        centre: torch.Tensor,
-        num_atoms: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        environment = self.environment(sh, self.env_embed(latent), centre, num_atoms)
-        paths = self.tensor_product(tensor_features, environment)
-        # scalar paths come first, one component each: [E, mul * n_scalar_paths], channel-major
-        scalars = paths[:, :, : self.num_scalar_paths].reshape(paths.shape[0], -1)
-        tensor_features = paths if self.linear is None else self.linear(paths)
-        return tensor_features, self.latent_mlp(torch.cat([latent, scalars], dim=-1))
 
 
 @register("allegro", kind="potential")
@@ -315,33 +201,31 @@ class Allegro(nn.Module):
             self.first_projection = ScalarMLP(
                 num_scalar_features, num_scalar_features + env_weight_numel
             )
-        shared = dict(
-            sh_irreps=sh_irreps,
-            num_tensor_features=num_tensor_features,
-            mlp_hidden=allegro_mlp_hidden,
-            activation=activation,
-            avg_num_neighbors=avg_num_neighbors,
-        )
+        shared = dict(mlp_hidden=allegro_mlp_hidden, activation=activation)
         self.layers = nn.ModuleList()
         for layer in range(num_layers):
-            irreps = dict(
-                irreps_in=self.track_irreps[layer], irreps_out=self.track_irreps[layer + 1]
+            shape = LayerShape(
+                self.track_irreps[layer],
+                self.track_irreps[layer + 1],
+                sh_irreps,
+                num_tensor_features,
+                avg_num_neighbors,
             )
             last = layer == num_layers - 1
             if dense:
                 self.layers.append(
                     AllegroLayer(
-                        **irreps,
-                        **shared,
+                        shape,
                         latent_in_dim=num_scalar_features * (layer + 1) + num_tensor_features,
                         latent_out_dim=num_scalar_features + (0 if last else env_weight_numel),
                         path_channel_coupling=tp_path_channel_coupling,
+                        **shared,
                     )
                 )
             else:
                 self.layers.append(
                     ResnetAllegroLayer(
-                        **irreps, **shared, latent_dim=num_scalar_features, mix_paths=not last
+                        shape, latent_dim=num_scalar_features, mix_paths=not last, **shared
                     )
                 )
         self.latent_mixing = (

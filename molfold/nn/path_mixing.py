@@ -19,7 +19,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from molfold.nn.strided import single_copies
+from molfold.nn.strided import register_entries, single_copies, sparse_paths
 
 
 class PathwiseTensorProduct(nn.Module):
@@ -49,32 +49,21 @@ class PathwiseTensorProduct(nn.Module):
         irreps_out = single_copies(irreps_out)
 
         index1, index2, index_out, values, path_irreps = [], [], [], [], []
-        offset = 0
-        for _, ir_out in irreps_out:
-            for (_, ir1), slice1 in zip(self.irreps_in1, self.irreps_in1.slices()):
-                for (_, ir2), slice2 in zip(self.irreps_in2, self.irreps_in2.slices()):
-                    if ir_out not in ir1 * ir2:
-                        continue
-                    w3j = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64)
-                    i, j, k = w3j.nonzero(as_tuple=True)
-                    index1.append(i + slice1.start)
-                    index2.append(j + slice2.start)
-                    index_out.append(k + offset)
-                    values.append(w3j[i, j, k] * math.sqrt(2 * ir_out.l + 1))
-                    path_irreps.append((1, ir_out))
-                    offset += ir_out.dim
+        offset = 0  # each path gets its own output components
+        for ir_out, _, i, j, k, path_values in sparse_paths(
+            self.irreps_in1, self.irreps_in2, irreps_out
+        ):
+            index1.append(i)
+            index2.append(j)
+            index_out.append(k + offset)
+            values.append(path_values)
+            path_irreps.append((1, ir_out))
+            offset += ir_out.dim
         if not path_irreps:
             raise ValueError(f"no path from {irreps_in1} x {irreps_in2} to {irreps_out}")
         self.path_irreps = o3.Irreps(path_irreps)
         self.num_scalar_paths = sum(ir == o3.Irrep("0e") for _, ir in self.path_irreps)
-        dtype = torch.get_default_dtype()
-        self.register_buffer("index1", torch.cat(index1), persistent=False)
-        self.register_buffer("index2", torch.cat(index2), persistent=False)
-        self.register_buffer("cg_values", torch.cat(values).to(dtype), persistent=False)
-        # one-hot [entries, path_irreps.dim]: sums each entry into its path's output component
-        entry_to_out = torch.zeros(len(self.cg_values), self.path_irreps.dim, dtype=dtype)
-        entry_to_out[torch.arange(len(self.cg_values)), torch.cat(index_out)] = 1.0
-        self.register_buffer("entry_to_out", entry_to_out, persistent=False)
+        register_entries(self, index1, index2, index_out, values, self.path_irreps.dim)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         products = x1.index_select(2, self.index1) * x2.index_select(2, self.index2)

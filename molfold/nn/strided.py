@@ -58,6 +58,42 @@ class WeightedChannels(nn.Module):
         return f"irreps_in={self.irreps_in}, multiplicity={self.multiplicity}"
 
 
+def sparse_paths(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps):
+    """The non-zero Clebsch-Gordan entries of every path l1 x l2 -> l_out, path by path.
+
+    Paths are ordered by output irrep, then by irrep of input 1, then of input 2. Yields
+    ``(ir_out, slice_out, i, j, k, values)``: for entry n of the path, component ``i[n]`` of input
+    1 times component ``j[n]`` of input 2 enters component ``k[n]`` of the output irrep (counted
+    within it, and ``slice_out`` places that irrep in ``irreps_out``) with coefficient
+    ``values[n]``, the Wigner 3j entry scaled by sqrt(2 l_out + 1) ("component" normalisation).
+    """
+    for (_, ir_out), slice_out in zip(irreps_out, irreps_out.slices()):
+        for (_, ir1), slice1 in zip(irreps_in1, irreps_in1.slices()):
+            for (_, ir2), slice2 in zip(irreps_in2, irreps_in2.slices()):
+                if ir_out not in ir1 * ir2:
+                    continue
+                w3j = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64)
+                i, j, k = w3j.nonzero(as_tuple=True)
+                values = w3j[i, j, k] * math.sqrt(2 * ir_out.l + 1)
+                yield ir_out, slice_out, i + slice1.start, j + slice2.start, k, values
+
+
+def register_entries(
+    module: nn.Module, index1: list, index2: list, index_out: list, values: list, dim_out: int
+) -> None:
+    """Register the buffers of a sparse tensor product on ``module``: ``index1``, ``index2``
+    (the input components of every entry), ``cg_values`` (its coefficient, default dtype) and
+    ``entry_to_out`` (one-hot [entries, dim_out], which sums each entry into its output
+    component). The lists hold one tensor per path, as :func:`sparse_paths` gives them."""
+    dtype = torch.get_default_dtype()
+    module.register_buffer("index1", torch.cat(index1), persistent=False)
+    module.register_buffer("index2", torch.cat(index2), persistent=False)
+    module.register_buffer("cg_values", torch.cat(values).to(dtype), persistent=False)
+    entry_to_out = torch.zeros(len(module.cg_values), dim_out, dtype=dtype)
+    entry_to_out[torch.arange(len(module.cg_values)), torch.cat(index_out)] = 1.0
+    module.register_buffer("entry_to_out", entry_to_out, persistent=False)
+
+
 class ChannelwiseTensorProduct(nn.Module):
     """Channel-wise tensor product [E, mul, dim1] x [E, mul, dim2] -> [E, mul, dim_out].
 
@@ -98,31 +134,19 @@ class ChannelwiseTensorProduct(nn.Module):
 
         index1, index2, index_out, path_of_entry, values = [], [], [], [], []
         num_paths = 0
-        for (_, ir_out), slice_out in zip(self.irreps_out, self.irreps_out.slices()):
-            for (_, ir1), slice1 in zip(self.irreps_in1, self.irreps_in1.slices()):
-                for (_, ir2), slice2 in zip(self.irreps_in2, self.irreps_in2.slices()):
-                    if ir_out not in ir1 * ir2:
-                        continue
-                    w3j = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64)
-                    i, j, k = w3j.nonzero(as_tuple=True)
-                    index1.append(i + slice1.start)
-                    index2.append(j + slice2.start)
-                    index_out.append(k + slice_out.start)
-                    values.append(w3j[i, j, k] * math.sqrt(2 * ir_out.l + 1))
-                    path_of_entry.append(torch.full_like(i, num_paths))
-                    num_paths += 1
+        paths = sparse_paths(self.irreps_in1, self.irreps_in2, self.irreps_out)
+        for _, slice_out, i, j, k, path_values in paths:
+            index1.append(i)
+            index2.append(j)
+            index_out.append(k + slice_out.start)
+            values.append(path_values)
+            path_of_entry.append(torch.full_like(i, num_paths))
+            num_paths += 1
         if num_paths == 0:
             raise ValueError(f"no path from {irreps_in1} x {irreps_in2} to {irreps_out}")
         self.num_paths = num_paths
-        dtype = torch.get_default_dtype()
-        self.register_buffer("index1", torch.cat(index1), persistent=False)
-        self.register_buffer("index2", torch.cat(index2), persistent=False)
+        register_entries(self, index1, index2, index_out, values, self.irreps_out.dim)
         self.register_buffer("path_of_entry", torch.cat(path_of_entry), persistent=False)
-        self.register_buffer("cg_values", torch.cat(values).to(dtype), persistent=False)
-        # one-hot [entries, dim_out]: sums each entry into its output component
-        entry_to_out = torch.zeros(len(self.cg_values), self.irreps_out.dim, dtype=dtype)
-        entry_to_out[torch.arange(len(self.cg_values)), torch.cat(index_out)] = 1.0
-        self.register_buffer("entry_to_out", entry_to_out, persistent=False)
 
         shape = (multiplicity, num_paths) if path_channel_coupling else (1, num_paths)
         self.weight = nn.Parameter(torch.empty(shape).uniform_(-math.sqrt(3.0), math.sqrt(3.0)))
