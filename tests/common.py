@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 
+import torch
 from ase import Atoms
+
+from molfold.models.allegro import Allegro
+from molfold.models.potential import Potential
 
 from .conftest import DATA, REPO
 
@@ -54,3 +58,21 @@ def nve_energy_error(
         atoms.copy(), calculator, "nve", 300.0, timestep_fs, steps, seed=seed, verbose=False
     )
     return summary["max_deviation_eV_per_atom"]
+
+
+# small Allegro hyperparameters for tests that need a potential but not a particular one
+SMALL = dict(
+    num_scalar_features=16,
+    num_tensor_features=8,
+    radial_chemical_embed_dim=16,
+    two_body_mlp_hidden=[16],
+    allegro_mlp_hidden=[16],
+    readout_mlp_hidden=[16],
+)
+
+
+def make_potential(species, seed=0, **hparams) -> Potential:
+    torch.manual_seed(seed)
+    kwargs = {**SMALL, "r_max": 4.0, "avg_num_neighbors": 10.0, **hparams}
+    shifts = torch.linspace(-3.0, -1.0, len(species))
+    return Potential(Allegro(len(species), **kwargs), species, scales=0.7, shifts=shifts)

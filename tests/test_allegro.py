@@ -1,68 +1,94 @@
-"""Allegro: symmetry, finite-difference forces and stress, batching, locality, smoothness, and the
+"""Allegro: the model tests of :class:`~tests.model_tests.EnergyModelTests` (symmetry, batching,
+locality, smoothness, finite-difference forces and stress) over dense and resnet configurations,
+their parameter counts from the reference code's structure and their tensor tracks by hand, and the
 ``"resnet"`` mode against allegro v0.3.0 (equations and parameter count)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from e3nn import o3
-from torch_geometric.data import Batch
 
 from molfold.data import graph as G
 from molfold.data.neighbors import atoms_to_graph
 from molfold.models.allegro import Allegro
-from molfold.models.potential import Potential
 
-from .equivariance import assert_equivariant, evaluate
-
-SMALL = dict(
-    num_scalar_features=16,
-    num_tensor_features=8,
-    radial_chemical_embed_dim=16,
-    two_body_mlp_hidden=[16],
-    allegro_mlp_hidden=[16],
-    readout_mlp_hidden=[16],
-)
+from .common import SMALL, make_potential
+from .equivariance import evaluate
+from .model_tests import EnergyModelTests, ModelConfig
 
 
-def make_potential(species, seed=0, **hparams) -> Potential:
-    torch.manual_seed(seed)
-    kwargs = {**SMALL, "r_max": 4.0, "avg_num_neighbors": 10.0, **hparams}
-    shifts = torch.linspace(-3.0, -1.0, len(species))
-    return Potential(Allegro(len(species), **kwargs), species, scales=0.7, shifts=shifts)
+# --- the model tests ----------------------------------------------------------------------------
+def _mlp(widths: list[int]) -> int:
+    """Weights of a bias-free MLP through ``widths``."""
+    return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
-VARIANTS = [
-    dict(),
-    dict(latent_update="resnet"),
-    dict(parity=False),
-    dict(l_max=2, num_layers=3),
-    dict(tp_path_channel_coupling=False, num_layers=1),
-    dict(latent_update="resnet", l_max=2, num_layers=3, latent_resnet_coefficients_learnable=True),
-    dict(latent_update="resnet", parity=False, num_layers=1),
-]
-FORCE_VARIANTS = [
-    dict(),
-    dict(latent_update="resnet"),
-    dict(latent_update="resnet", l_max=2, num_layers=3),
-]
+def reference_parameter_count(
+    num_types: int, h: dict, paths: list[int], scalar_paths: list[int]
+) -> int:
+    """Parameters of the reference code for hyperparameters ``h`` (every size given) and the
+    tensor-product paths of each layer (``paths``; ``scalar_paths``: those to 0e), counted by
+    hand, module by module.
+
+    ``"dense"``: nequip-allegro 0.8.3 (``allegro/model/allegro_models.py``, ``nn/_allegro.py``):
+    ProductTypeEmbedding (two [T, D/2] type embeddings, a linear Bessel -> D), the two-body MLP,
+    the V^0 weights (a linear S -> C n_sh), the first projection S -> S + C n_sh, per layer k a
+    latent MLP (S (k + 1) + C -> S, plus C n_sh environment weights except in the last layer) and
+    Contracter path weights ([C, paths], or [paths] without path-channel coupling; no path
+    dimension for one path), and the readout S (L + 1) -> 1. No biases, fixed Bessels.
+
+    ``"resnet"``: allegro v0.3.0 as :func:`test_resnet_parameter_count_matches_v030` counts it,
+    less its trainable Bessels and the linear after the last tensor product: the same two-body
+    part, the V^0 weights, per layer a linear environment embedding S -> C n_sh, a latent MLP
+    (S + C scalar_paths -> S) and, but in the last layer, a C x C linear per path; one logit per
+    latent when learnable; the readout S -> 1.
+    """
+    types, bessels, embed = num_types, h["num_bessels"], h["radial_chemical_embed_dim"]
+    scalars, channels, layers = h["num_scalar_features"], h["num_tensor_features"], h["num_layers"]
+    env_weights = channels * (h["l_max"] + 1)  # one weight per channel and SH irrep
+    count = types * embed + bessels * embed + _mlp([embed, *h["two_body_mlp_hidden"], scalars])
+    count += scalars * env_weights  # V^0
+    hidden = h["allegro_mlp_hidden"]
+    if h["latent_update"] == "dense":
+        count += scalars * (scalars + env_weights)
+        for k in range(layers):
+            out = scalars + (env_weights if k < layers - 1 else 0)
+            count += _mlp([scalars * (k + 1) + channels, *hidden, out])
+            coupling = channels if h.get("tp_path_channel_coupling", True) else 1
+            count += coupling * (paths[k] if paths[k] > 1 else 1)
+        readout_in = scalars * (layers + 1)
+    else:
+        for k in range(layers):
+            count += scalars * env_weights
+            count += channels * channels * paths[k] if k < layers - 1 else 0
+            count += _mlp([scalars + channels * scalar_paths[k], *hidden, scalars])
+        count += layers + 1 if h.get("latent_resnet_coefficients_learnable", False) else 0
+        readout_in = scalars
+    return count + _mlp([readout_in, *h["readout_mlp_hidden"], 1])
 
 
-@pytest.mark.parametrize(
-    "hparams", VARIANTS, ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()) or "default"
-)
-def test_molecule_equivariance(float64, ethanol, hparams):
-    assert_equivariant(make_potential([1, 6, 8], **hparams), ethanol, seed=1)
-
-
-@pytest.mark.parametrize("hparams", VARIANTS[:2], ids=["dense", "resnet"])
-def test_periodic_equivariance(float64, triclinic_cu, hparams):
-    atoms = triclinic_cu.copy()
-    atoms.numbers[1] = 8  # two species, so the type embeddings matter
-    assert_equivariant(make_potential([8, 29], **hparams), atoms, seed=2)
+def test_reference_parameter_formulas():
+    """The counting above gives the reference codes' numbers for the tutorial settings (4 species,
+    l_max 1, 2 layers: paths [4, 2], scalar paths [2, 2]): nequip-allegro 0.8.3's 62,464 and
+    v0.3.0's 56,136 less 8 Bessels and the 32 x 32 x 2 dead linear."""
+    tutorial = dict(
+        num_bessels=8,
+        radial_chemical_embed_dim=64,
+        num_scalar_features=64,
+        num_tensor_features=32,
+        num_layers=2,
+        l_max=1,
+        two_body_mlp_hidden=[64],
+        allegro_mlp_hidden=[64],
+        readout_mlp_hidden=[64],
+    )
+    dense = reference_parameter_count(4, {**tutorial, "latent_update": "dense"}, [4, 2], [2, 2])
+    resnet = reference_parameter_count(4, {**tutorial, "latent_update": "resnet"}, [4, 2], [2, 2])
+    assert dense == 62464
+    assert resnet == 56136 - 8 - 32 * 32 * 2
 
 
 def test_reference_parameter_count():
@@ -71,88 +97,79 @@ def test_reference_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 62464
 
 
-@pytest.mark.parametrize("hparams", FORCE_VARIANTS, ids=["dense", "resnet", "resnet-3-layers"])
-def test_forces_match_finite_differences(float64, ethanol, hparams):
-    potential = make_potential([1, 6, 8], **hparams)
-    forces = evaluate(potential, ethanol)["forces"]
-    h = 1e-5
-    for atom in range(len(ethanol)):
-        for axis in range(3):
-            energies = []
-            for sign in (1, -1):
-                displaced = ethanol.copy()
-                displaced.positions[atom, axis] += sign * h
-                energies.append(evaluate(potential, displaced)["energy"][0])
-            numeric = -(energies[0] - energies[1]) / (2 * h)
-            assert abs(numeric - forces[atom, axis]) < 1e-7 * max(1.0, abs(numeric))
+SPECIES = [1, 6, 8, 29]
+STATISTICS = {
+    "species": SPECIES,
+    "energy_scale": [0.5, 0.7, 0.9, 1.1],
+    "energy_shifts": [-3.0, -2.0, -1.5, -1.0],
+}
+BASE = dict(SMALL, r_max=4.0, num_bessels=8, avg_num_neighbors=10.0)
+# Tensor tracks by hand (each irrep once). SH(1) = 0e+1o, SH(2) = 0e+1o+2e; a layer may output
+# every allowed irrep in a product of its input with the SH (the last layer only 0e), then irreps
+# from which no product reaches the next layer's output are pruned. Paths: pairs (input irrep, SH
+# irrep) whose product holds an output irrep, summed over output irreps; scalar paths: those to 0e.
+# * l_max 1, parity: 0e+1o -> {0e: 0e0e, 1o1o; 1o: 0e1o, 1o0e; 1e: 1o1o, pruned: 1e x SH has no
+#   0e} -> 0e; paths [4, 2], scalar [2, 2].
+# * l_max 2, parity, 3 layers: layer 0 reaches 0e, 1e, 1o, 2e, 2o (no 0o: no pair of equal l and
+#   opposite parity); layer 1 also 0o, but 0o, 1e, 2o are pruned (no 0e in their products with
+#   the SH), leaving 0e+1o+2e; paths: layer 0 {0e: 3, 1e: 2 (1o1o, 2e2e), 1o: 4 (0e1o, 1o0e, 1o2e,
+#   2e1o), 2e: 4 (0e2e, 1o1o, 2e0e, 2e2e), 2o: 2 (1o2e, 2e1o)} = 15, layer 1 {0e: 3, 1o: 6, 2e: 6}
+#   = 15, layer 2 {0e: 0e0e, 1o1o, 2e2e} = 3; scalar [3, 3, 3].
+# * l_max 2, no parity (allowed = SH irreps): 0e+1o+2e throughout, then 0e; paths {0e: 3, 1o: 4,
+#   2e: 4} = 11 per inner layer, 3 in the last; scalar 3.
+L1_TRACK, L1_PATHS = ["0e+1o", "0e+1o", "0e"], ([4, 2], [2, 2])
+L2_SO3 = "0e+1o+2e"
+CASES = {
+    "dense-l1": (dict(latent_update="dense", l_max=1, num_layers=2), L1_TRACK, L1_PATHS),
+    "resnet-l1": (dict(latent_update="resnet", l_max=1, num_layers=2), L1_TRACK, L1_PATHS),
+    "dense-l2-3-layers": (
+        dict(latent_update="dense", l_max=2, num_layers=3),
+        ["0e+1o+2e", "0e+1e+1o+2e+2o", "0e+1o+2e", "0e"],
+        ([15, 15, 3], [3, 3, 3]),
+    ),
+    "resnet-l2-no-parity-3-layers-learnable": (
+        dict(
+            latent_update="resnet",
+            l_max=2,
+            parity=False,
+            num_layers=3,
+            latent_resnet_coefficients_learnable=True,
+        ),
+        [L2_SO3, L2_SO3, L2_SO3, "0e"],
+        ([11, 11, 3], [3, 3, 3]),
+    ),
+    "dense-l2-no-parity-uncoupled": (
+        dict(latent_update="dense", l_max=2, parity=False, tp_path_channel_coupling=False),
+        [L2_SO3, L2_SO3, "0e"],
+        ([11, 3], [3, 3]),
+    ),
+}
+CONFIGS = [
+    ModelConfig(
+        "allegro",
+        {**BASE, "num_layers": 2, **hparams},
+        STATISTICS,
+        num_parameters=reference_parameter_count(
+            len(SPECIES), {**BASE, "num_layers": 2, **hparams}, *paths
+        ),
+        id=name,
+    )
+    for name, (hparams, _, paths) in CASES.items()
+]
 
 
-def test_stress_matches_finite_strain(float64, triclinic_cu):
-    potential = make_potential([29])
-    stress = evaluate(potential, triclinic_cu)["stress"][0]
-    volume = triclinic_cu.get_volume()
-    h = 1e-6
-    for a in range(3):
-        for b in range(3):
-            energies = []
-            for sign in (1, -1):
-                strain = np.eye(3)
-                strain[a, b] += sign * h * 0.5
-                strain[b, a] += sign * h * 0.5
-                strained = triclinic_cu.copy()
-                strained.set_cell(np.asarray(triclinic_cu.cell) @ strain, scale_atoms=True)
-                energies.append(evaluate(potential, strained)["energy"][0])
-            numeric = (energies[0] - energies[1]) / (2 * h) / volume
-            assert abs(numeric - stress[a, b]) < 1e-7 * max(1.0, abs(numeric))
-    assert np.allclose(stress, stress.T)
+class TestAllegro(EnergyModelTests):
+    strict_locality = True
 
+    @pytest.fixture(scope="class", params=CONFIGS, ids=str)
+    @classmethod
+    def model_config(cls, request):
+        return request.param
 
-@pytest.mark.parametrize("latent_update", ["dense", "resnet"])
-def test_batch_equals_single_structures(float64, ethanol, triclinic_cu, latent_update):
-    potential = make_potential([1, 6, 8, 29], latent_update=latent_update)
-    graphs = [atoms_to_graph(a, potential.r_max) for a in (ethanol, triclinic_cu, ethanol)]
-    batched = potential(Batch.from_data_list(graphs), compute_stress=True)
-    start = 0
-    for index, graph in enumerate(graphs):
-        single = potential(graph, compute_stress=True)
-        n = graph.num_nodes
-        torch.testing.assert_close(batched["energy"][index], single["energy"][0])
-        torch.testing.assert_close(batched["forces"][start : start + n], single["forces"])
-        torch.testing.assert_close(batched["stress"][index], single["stress"][0])
-        start += n
-
-
-@pytest.mark.parametrize("latent_update", ["dense", "resnet"])
-def test_strict_locality(float64, ethanol, latent_update):
-    """Moving a far-away molecule changes nothing: no information travels beyond r_max."""
-    potential = make_potential([1, 6, 8], num_layers=3, latent_update=latent_update)
-    pair = ethanol + ethanol
-    pair.positions[len(ethanol) :] += [20.0, 0.0, 0.0]
-    moved = pair.copy()
-    moved.positions[len(ethanol) :] += [0.0, 5.0, -3.0]
-    a, b = evaluate(potential, pair), evaluate(potential, moved)
-    np.testing.assert_allclose(a["energy"], b["energy"], rtol=1e-12)
-    np.testing.assert_allclose(a["forces"][: len(ethanol)], b["forces"][: len(ethanol)], atol=1e-12)
-    single = evaluate(potential, ethanol)
-    np.testing.assert_allclose(a["energy"], 2 * single["energy"], rtol=1e-12)
-
-
-@pytest.mark.parametrize("latent_update", ["dense", "resnet"])
-def test_energy_is_smooth_at_the_cutoff(float64, latent_update):
-    """An O-H pair crossing r_max changes energy and forces continuously (polynomial envelope).
-
-    Water plus an H2 molecule on the far side of O: only the O-H(2) distance crosses r_max.
-    """
-    from ase import Atoms
-
-    potential = make_potential([1, 8], latent_update=latent_update)
-    outputs = []
-    for r in (potential.r_max - 1e-4, potential.r_max + 1e-4):
-        positions = [[0, 0, 0], [0.96, 0, 0], [-r, 0, 0], [-r - 0.74, 0, 0]]
-        outputs.append(evaluate(potential, Atoms("OHHH", positions=positions)))
-    inside, outside = outputs
-    assert abs(inside["energy"][0] - outside["energy"][0]) < 1e-9
-    assert np.abs(inside["forces"] - outside["forces"]).max() < 1e-6
+    def test_tensor_track_irreps(self, model_config, model):
+        """The tensor track is the one derived by hand above (which the parameter count uses)."""
+        expected = [o3.Irreps(irreps) for irreps in CASES[model_config.id][1]]
+        assert model.model.track_irreps == expected
 
 
 def test_unknown_element_is_refused(ethanol):

@@ -26,10 +26,9 @@ from molfold.models.potential import Potential
 from molfold.models.registry import build_model
 from molfold.nn.radial import PolynomialCutoff
 
-from .common import nve_energy_error, relax_script, run_md_script
+from .common import SMALL, make_potential, nve_energy_error, relax_script, run_md_script
 from .conftest import DATA, REPO
 from .equivariance import evaluate
-from .test_allegro import SMALL, make_potential
 
 SPECIES = [1, 6, 8, 29]
 

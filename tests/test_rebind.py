@@ -1,5 +1,6 @@
-"""ReBind: Lennard-Jones rewiring, permutation equivariance, the equivariant decoder, losses,
-the reference's initialisation of the relation weights, and the gate's inputs."""
+"""ReBind: the model tests of :class:`~tests.model_tests.ConformerModelTests` (permutation
+equivariance, batch padding, loss invariance, the equivariant decoder), Lennard-Jones rewiring, the
+reference's initialisation of the relation weights, and the gate's inputs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.transform import Rotation
 from torch_geometric.data import Batch
 
-from molfold.conformers.metrics import distance_errors, distance_l1_loss, metrics_from_sums
+from molfold.conformers.metrics import distance_l1_loss
+from molfold.data import graph as G
 from molfold.data.molgraph import smiles_to_graph
 from molfold.errors import UnknownElementError
 from molfold.models.rebind import ReBind, laplacian_eigenvectors
@@ -23,35 +24,18 @@ from molfold.nn.lennard_jones import (
     pair_parameters,
 )
 
+from .model_tests import (
+    ConformerModelTests,
+    CoordinateMap,
+    ModelConfig,
+    graph_with_positions,
+    permuted_graph,
+)
+
 TINY = dict(d_model=32, num_heads=4, d_ffn=64, num_encoder_layers=2, num_decoder_layers=2)
 # the normalised Laplacian of this molecule's graph (hydrogens included) has no repeated
 # eigenvalue, so its positional encoding is unique up to signs, which molfold fixes
 ASYMMETRIC = "O=CC(F)=CC(Cl)=CO"
-
-
-def _orthogonal(seed: int, reflect: bool) -> torch.Tensor:
-    matrix = torch.from_numpy(Rotation.random(random_state=seed).as_matrix())
-    return -matrix if reflect else matrix
-
-
-def _graph_with_positions(smiles: str, seed: int = 0):
-    from rdkit.Chem import AllChem
-
-    graph, mol = smiles_to_graph(smiles)
-    AllChem.EmbedMolecule(mol, randomSeed=seed)
-    graph.pos = torch.from_numpy(mol.GetConformer().GetPositions())
-    return graph
-
-
-def _permuted(graph, order: torch.Tensor):
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order))
-    new = graph.clone()
-    new.z, new.atom_features = graph.z[order], graph.atom_features[order]
-    new.bond_index = inverse[graph.bond_index]
-    if graph.pos is not None:
-        new.pos = graph.pos[order]
-    return new
 
 
 # --- Lennard-Jones and rewiring -------------------------------------------------------------
@@ -176,7 +160,7 @@ def test_gate_with_encoding_is_opt_in_and_gates_against_the_encoded_input():
 def test_laplacian_encoding_follows_a_permutation(float64):
     graph = smiles_to_graph(ASYMMETRIC)[0]
     order = torch.from_numpy(np.random.default_rng(0).permutation(graph.num_nodes))
-    permuted = _permuted(graph, order)
+    permuted = permuted_graph(graph, order)
 
     def encoding(g):
         n = g.num_nodes
@@ -191,64 +175,9 @@ def test_laplacian_encoding_follows_a_permutation(float64):
     torch.testing.assert_close(encoding(permuted), encoding(graph)[order])
 
 
-@pytest.mark.parametrize("decoder", ["paper", "equivariant"])
-def test_coordinates_are_permutation_equivariant(float64, decoder):
-    torch.manual_seed(1)
-    model = ReBind(**TINY, decoder=decoder).eval()
-    graph = smiles_to_graph(ASYMMETRIC)[0]
-    order = torch.from_numpy(np.random.default_rng(2).permutation(graph.num_nodes))
-    other = smiles_to_graph("CC(=O)Nc1ccc(O)cc1")[0]
-    with torch.no_grad():
-        out = model(Batch.from_data_list([graph, other]))
-        # permute the first molecule and swap the molecules' order in the batch
-        out_perm = model(Batch.from_data_list([other, _permuted(graph, order)]))
-    n = graph.num_nodes
-    for key in ("pos", "pos_intermediate"):
-        torch.testing.assert_close(out_perm[key][-n:], out[key][:n][order], rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(out_perm[key][:-n], out[key][n:], rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("reflect", [False, True])
-def test_equivariant_decoder_rotates_with_the_intermediate_conformation(float64, reflect):
-    torch.manual_seed(3)
-    model = ReBind(**TINY, decoder="equivariant").eval()
-    refiner = model.refiner
-    b, n, d = 2, 7, TINY["d_model"]
-    x0 = torch.randn(b, n, 3) * 2.0
-    h = torch.randn(b, n, d)
-    mask = torch.ones(b, n, dtype=torch.bool)
-    mask[1, 5:] = False
-    bond_type = torch.randint(0, 5, (b, n, n))
-    bond_type = torch.triu(bond_type, 1) + torch.triu(bond_type, 1).transpose(1, 2)
-    attraction = (torch.rand(b, n, n) > 0.7).double()
-    repulsion = -(torch.rand(b, n, n) > 0.7).double()
-    rotation = _orthogonal(4, reflect)
-    shift = torch.tensor([1.0, -2.0, 0.5])
-    with torch.no_grad():
-        out = refiner(x0, h, mask, bond_type, attraction, repulsion)
-        moved = refiner(x0 @ rotation.T + shift, h, mask, bond_type, attraction, repulsion)
-    torch.testing.assert_close(moved[mask], (out @ rotation.T + shift)[mask], rtol=1e-9, atol=1e-9)
-    assert (out - x0)[mask].abs().max() > 1e-6  # the refiner does move atoms
-
-
-@pytest.mark.parametrize("reflect", [False, True])
-def test_loss_and_metrics_are_invariant_to_moving_the_target(float64, reflect):
-    graphs = [_graph_with_positions(s, seed=k) for k, s in enumerate(("CCO", "c1ccncc1"))]
-    batch = Batch.from_data_list(graphs)
-    prediction = batch.pos + 0.3 * torch.randn_like(batch.pos)
-    rotation = _orthogonal(5, reflect)
-    moved = batch.pos @ rotation.T + torch.tensor([3.0, -1.0, 2.0])
-    loss = distance_l1_loss(prediction, batch.pos, batch.batch)
-    torch.testing.assert_close(distance_l1_loss(prediction, moved, batch.batch), loss)
-    sums = distance_errors(prediction, batch.pos, batch.batch)
-    torch.testing.assert_close(distance_errors(prediction, moved, batch.batch), sums)
-    assert metrics_from_sums(sums)["d_mae"] == pytest.approx(float(loss), rel=1e-12)
-    assert float(loss) > 0.01
-
-
 def test_training_reduces_the_loss_on_one_batch():
     torch.manual_seed(0)
-    batch = Batch.from_data_list([_graph_with_positions(s) for s in ("CCO", "CC(=O)O", "CCN")])
+    batch = Batch.from_data_list([graph_with_positions(s) for s in ("CCO", "CC(=O)O", "CCN")])
     model = ReBind(**TINY)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
@@ -258,5 +187,63 @@ def test_training_reduces_the_loss_on_one_batch():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+# --- the model tests ------------------------------------------------------------------------
+CONFIGS = [
+    ModelConfig("rebind", {**TINY, "decoder": "paper"}, seed=1, id="paper"),
+    ModelConfig("rebind", {**TINY, "decoder": "equivariant"}, seed=1, id="equivariant"),
+    ModelConfig(
+        "rebind",
+        {**TINY, "decoder": "paper", "gate_with_encoding": True, "top_k": 2},
+        seed=1,
+        id="paper-gate-with-encoding-top-k-2",
+    ),
+]
+
+
+class TestReBind(ConformerModelTests):
+    coordinate_outputs = (G.POS, G.POS_INTERMEDIATE)
+    smiles = ASYMMETRIC
+
+    @pytest.fixture(scope="class", params=CONFIGS, ids=str)
+    @classmethod
+    def model_config(cls, request):
+        return request.param
+
+    def equivariant_part(self, model, batch):
+        """The equivariant decoder's refiner, on the inputs it gets in ``batch``: the
+        intermediate conformation, encoder embeddings, mask, bond types and the rewired
+        adjacencies, to which random attractive edges are added (an untrained model's compressed
+        intermediate conformation gives only repulsive ones)."""
+        if model.decoder_kind != "equivariant":
+            return None
+        seen = {}
+        hook = model.refiner.register_forward_pre_hook(lambda module, args: seen.update(args=args))
+        with torch.no_grad():
+            model(batch)
+        hook.remove()
+        x0, h, mask, bond_type, attraction, repulsion = seen["args"]
+        pairs = mask[:, :, None] & mask[:, None, :] & (bond_type == 0)
+        generator = torch.Generator().manual_seed(5)
+        extra = torch.triu(torch.rand(pairs.shape, generator=generator) > 0.7, 1)
+        attraction = attraction + ((extra | extra.transpose(1, 2)) & pairs).to(attraction)
+        assert (attraction != 0).any() and (repulsion != 0).any()
+
+        def refine(x):
+            return model.refiner(x, h, mask, bond_type, attraction, repulsion)
+
+        return CoordinateMap(refine, x0, mask)
+
+    def test_padding_with_a_repeated_laplacian_eigenvalue(self, model):
+        """Where the Laplacian has a repeated eigenvalue (ethanol's methyl hydrogens), the
+        prediction still does not depend on the batch: each Laplacian is diagonalised at its own
+        size (molfold/models/rebind.py, laplacian_eigenvectors)."""
+        graph, larger = smiles_to_graph("CCO")[0], smiles_to_graph(self.larger_smiles)[0]
+        alone = self._predict(model, [graph])
+        padded = self._predict(model, [graph, larger])
+        n = graph.num_nodes
+        for key in self.coordinate_outputs:
+            self._assert_same(padded[key][:n], alone[key], key)

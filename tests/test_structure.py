@@ -117,3 +117,15 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]
     atomic_write(target, b"new")
     assert target.read_bytes() == b"new"
+
+
+def test_test_modules_do_not_import_each_other():
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for file in tests.glob("test_*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                ("test_", "tests.test_")
+            ):
+                offenders.append(f"{file.name} imports {node.module}")
+    assert not offenders

@@ -140,6 +140,6 @@ class ResnetAllegroLayer(nn.Module):
         environment = self.environment(sh, self.env_embed(latent), centre, num_atoms)
         paths = self.tensor_product(tensor_features, environment)
         # scalar paths come first, one component each: [E, mul * n_scalar_paths], channel-major
-        scalars = paths[:, :, : self.num_scalar_paths].reshape(paths.shape[0], -1)
+        scalars = paths[:, :, : self.num_scalar_paths].flatten(1)
         tensor_features = paths if self.linear is None else self.linear(paths)
         return tensor_features, self.latent_mlp(torch.cat([latent, scalars], dim=-1))

@@ -69,23 +69,25 @@ def laplacian_eigenvectors(adjacency: torch.Tensor, mask: torch.Tensor) -> torch
     """Eigenvectors of L = I - D^-1/2 A D^-1/2 of each padded graph, as columns by increasing
     eigenvalue: [B, N, N] float -> [B, N, N], zero on padding rows and columns.
 
-    Padding atoms get distinct diagonal entries above every eigenvalue of a real graph (which lie
-    in [0, 2]), so their eigenvectors sort last and never mix with the molecule's. Isolated atoms
-    follow the reference (D + 1e-8 in the inverse square root). Each eigenvector's sign is chosen
-    so that the sum of its cubed entries is positive: a permutation-invariant rule, so that
-    reordering the atoms of a graph without repeated eigenvalues reorders its encoding exactly
-    (the reference keeps whatever sign the eigensolver returns).
+    Each graph's Laplacian is diagonalised at its own size, unpadded (molecules of one size
+    together), so a molecule's encoding does not depend on what else is in the batch: with a
+    repeated eigenvalue (a CH3 group) the basis of that eigenspace is whatever the eigensolver
+    returns for the matrix, and a padded matrix would give another one. Isolated atoms follow the
+    reference (D + 1e-8 in the inverse square root). Each eigenvector's sign is chosen so that
+    the sum of its cubed entries is positive: a permutation-invariant rule, so that reordering
+    the atoms of a graph without repeated eigenvalues reorders its encoding exactly (the
+    reference keeps whatever sign the eigensolver returns).
     """
     n = adjacency.shape[-1]
     a = adjacency.double() * (mask[:, :, None] & mask[:, None, :])
     d = (a.sum(-1) + 1e-8).rsqrt()
     laplacian = torch.eye(n, dtype=a.dtype, device=a.device) - d[:, :, None] * a * d[:, None, :]
-    padding = (~mask).double() * (3.0 + torch.arange(n, dtype=a.dtype, device=a.device))
-    laplacian = laplacian * (mask[:, :, None] & mask[:, None, :]) + torch.diag_embed(padding)
-    _, vectors = torch.linalg.eigh(laplacian)
-    real = mask.sum(-1)
-    keep = torch.arange(n, device=a.device)[None, :] < real[:, None]
-    vectors = vectors * mask[:, :, None] * keep[:, None, :]
+    sizes = mask.sum(-1)
+    vectors = torch.zeros_like(laplacian)
+    for size in sizes.unique().tolist():
+        same = (sizes == size).nonzero(as_tuple=True)[0]
+        _, block = torch.linalg.eigh(laplacian[same, :size, :size])
+        vectors[same, :size, :size] = block
     signs = torch.where((vectors**3).sum(1, keepdim=True) < 0, -1.0, 1.0).to(vectors)
     return (vectors * signs).to(adjacency.dtype)
 
