@@ -136,6 +136,13 @@ def test_bad_configuration_gets_a_clear_error(tmp_path, capsys, override, messag
     assert message in capsys.readouterr().err
 
 
+def test_config_errors_are_found_before_anything_is_written(tmp_path, capsys):
+    for override in ("+data.foo=1", "+task.bar=2", "optim.lr=-1", "data=geom"):
+        assert main(["train", f"run_dir={tmp_path / 'run'}", *TINY, override]) == 2
+        assert not (tmp_path / "run").exists(), override
+    assert "optim: need lr > 0" in capsys.readouterr().err
+
+
 def test_scheduler_choice_swaps_the_whole_section(capsys):
     """`optim.scheduler=cosine` leaves no plateau key behind, and its own keys can be set."""
     assert main(["train", "--cfg", "optim.scheduler=cosine", "optim.scheduler.min_lr=1e-5"]) == 0

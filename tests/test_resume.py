@@ -158,3 +158,20 @@ def _assert_same(resumed, whole, where: str, tolerance: dict) -> None:
         torch.testing.assert_close(resumed, whole, **tolerance, msg=where)
     else:
         assert resumed == whole, where
+
+
+def test_run_of_molfold_0_1_0_resumes(tmp_path):
+    """molfold 0.1.0 stored the potential as `potential.*` in Lightning's state dict."""
+    run_dir = tmp_path / "run"
+    assert main(["train", f"run_dir={run_dir}", *TINY]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["state_dict"] = {
+        "potential." + k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+    }
+    torch.save(checkpoint, last)
+    more = [o for o in TINY if o != "trainer.max_epochs=1"] + ["trainer.max_epochs=2"]
+    assert main(["train", f"run_dir={run_dir}", *more, "resume=true"]) == 0
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 2 * checkpoint["global_step"] > 0  # one more epoch
+    assert all(k.startswith("model.") for k in resumed["state_dict"])

@@ -33,6 +33,8 @@ from molfold.tasks.ema import ExponentialMovingAverage
 from molfold.tasks.metrics import ErrorSums
 from molfold.tasks.optim import OptimConfig, configure_optimizer
 
+LEGACY_PREFIX = "potential."
+
 
 class Task(L.LightningModule):
     """Training, validation and test of ``model``.
@@ -215,6 +217,14 @@ class Task(L.LightningModule):
         checkpoint["molfold"] = checkpoint_payload(self.model, weights)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the EMA; a run of molfold 0.1.0 named its potential ``potential``, not
+        ``model``, so its checkpoints resume after renaming the keys."""
+        state = checkpoint.get("state_dict", {})
+        if any(key.startswith(LEGACY_PREFIX) for key in state):
+            checkpoint["state_dict"] = {
+                "model." + k.removeprefix(LEGACY_PREFIX) if k.startswith(LEGACY_PREFIX) else k: v
+                for k, v in state.items()
+            }
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
 

@@ -180,6 +180,7 @@ def build_trainer(config: dict[str, Any], run: RunConfig, run_dir: Path):
 
 def _parse_sections(config: dict[str, Any]):
     """Check every key of a ``molfold train`` config; return the parsed pieces."""
+    from molfold.data.datamodule import check_fields, parse_data_config
     from molfold.models.registry import model_entry
     from molfold.tasks.base import task_class
     from molfold.tasks.optim import OptimConfig
@@ -200,6 +201,8 @@ def _parse_sections(config: dict[str, Any]):
         )
     settings = parse(task.settings_class, task_values, "task")
     optim = OptimConfig.from_dict(config.get("optim"))
+    parse_data_config(config.get("data") or {})
+    check_fields(task.required_fields, config.get("data") or {}, task.name)
     return run, entry, model, task, settings, optim
 
 
