@@ -112,11 +112,11 @@ def parse(schema: type[T], values: Mapping[str, Any] | None, where: str) -> T:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+        raise ConfigError(f"{where or 'config'}: missing key(s) {', '.join(missing)}")
     try:
         return schema(**kwargs)
     except ValueError as error:
-        raise ConfigError(f"{where}: {error}") from None
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
 
 
 def parse_choice(choices: Mapping[str, type[T]], values: Mapping[str, Any] | None, where: str) -> T:

@@ -142,3 +142,11 @@ def test_qm9_conformer_graphs_keep_charges_and_bonds(tmp_path):
     assert len(again) == len(graphs)
     for a, b in zip(graphs[:20], again[:20]):
         assert torch.equal(a.atom_features, b.atom_features) and torch.equal(a.pos, b.pos)
+        assert a.homo == b.homo and a.idx == b.idx
+    # the same structures carry QM9's targets, in the loader's units (one source for every task)
+    from molfold.data.sources.qm9 import load_qm9
+
+    for graph, data in zip(again[:50], load_qm9(max_molecules=50, cache_dir=tmp_path)):
+        assert graph.name == f"gdb_{int(data.idx)}" and torch.equal(graph.pos, data.pos.double())
+        for target in ("mu", "homo", "U0", "U0_atom", "Cv"):
+            assert torch.equal(graph[target], data[target]), (graph.name, target)
