@@ -22,6 +22,7 @@ from rdkit import Chem
 
 from molfold.data.sources.geom import (
     GeomMolecule,
+    GeomReading,
     load_geom,
     read_msgpack,
     read_pickle,
@@ -186,7 +187,7 @@ def test_msgpack_stream_of_several_chunks(tmp_path):
     records = list(unpack(MSGPACK).items())
     path = write_msgpack(tmp_path / "x.msgpack", dict(records[:10]), dict(records[10:]))
     assert [m.smiles for m in read_msgpack(path)] == [s for s, _ in records]
-    assert len(read_msgpack(path, max_molecules=12)) == 12
+    assert len(read_msgpack(path, GeomReading(max_molecules=12))) == 12
 
 
 def edited(tmp_path: Path, edit) -> Path:
@@ -200,9 +201,9 @@ def test_molecule_without_conformers(tmp_path):
     path = edited(tmp_path, lambda r: r.update(conformers=[]))
     with pytest.raises(DataError, match=rf"{at(path)} molecule .*no conformers"):
         read_msgpack(path)
-    assert len(read_msgpack(path, skip_invalid=True)) == N_MOLECULES - 1
+    assert len(read_msgpack(path, GeomReading(skip_invalid=True))) == N_MOLECULES - 1
     # a dropped molecule does not count towards max_molecules
-    kept = read_msgpack(path, max_molecules=3, skip_invalid=True)
+    kept = read_msgpack(path, GeomReading(max_molecules=3, skip_invalid=True))
     assert [m.smiles for m in kept] == list(unpack(MSGPACK))[1:4]
 
 
@@ -213,8 +214,10 @@ def test_max_molecules_reads_no_further(tmp_path):
     path.write_bytes(path.read_bytes() + b"\xdf\xff\xff")  # a truncated second chunk
     with pytest.raises(DataError, match="truncated"):
         read_msgpack(path)
-    assert [m.smiles for m in read_msgpack(path, max_molecules=10)] == [s for s, _ in records[:10]]
-    assert read_msgpack(path, max_molecules=0) == []
+    assert [m.smiles for m in read_msgpack(path, GeomReading(max_molecules=10))] == [
+        s for s, _ in records[:10]
+    ]
+    assert read_msgpack(path, GeomReading(max_molecules=0)) == []
 
 
 def test_atoms_that_disagree_with_the_smiles(tmp_path, folder_copy):

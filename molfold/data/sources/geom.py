@@ -45,13 +45,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch_geometric.data import Data
 
 from molfold.data.graph import CONFORMER_FIELDS
 from molfold.data.sources import register_source
-from molfold.data.sources.geom_molecule import GeomMolecule
+from molfold.data.sources.geom_molecule import GeomMolecule, GeomReading
 from molfold.data.sources.geom_msgpack import MSGPACK_FILES, read_msgpack
 from molfold.data.sources.geom_pickle import (
     PICKLE_ALLOWED,
@@ -64,7 +63,7 @@ from molfold.errors import ConfigError, DataError, MissingFileError
 
 __all__ = [
     "MSGPACK_FILES", "PICKLE_ALLOWED", "PICKLE_HINT", "SUMMARY_FILES", "GeomMolecule",
-    "GeomOptions", "load_geom", "read_msgpack", "read_pickle", "read_rdkit_folder",
+    "GeomOptions", "GeomReading", "load_geom", "read_msgpack", "read_pickle", "read_rdkit_folder",
 ]  # fmt: skip
 
 
@@ -100,26 +99,22 @@ def load_geom(
         raise MissingFileError(f"GEOM path {root} does not exist")
     if max_molecules is not None and max_molecules < 1:
         raise DataError(f"{root}: max_molecules must be a positive integer, got {max_molecules}")
-    options: dict[str, Any] = {
-        "max_molecules": max_molecules,
-        "all_conformers": all_conformers,
-        "skip_invalid": skip_invalid,
-    }
+    reading = GeomReading(max_molecules, all_conformers, skip_invalid)
     if root.is_file():
         if root.suffix == ".json":
-            return read_rdkit_folder(root, allow_pickle, **options)
-        return read_msgpack(root, **options)
+            return read_rdkit_folder(root, allow_pickle, reading)
+        return read_msgpack(root, reading)
     folders = [root, root / "rdkit_folder"]
     summary = next((f / s for f in folders for s in SUMMARY_FILES if (f / s).is_file()), None)
     packs = [root / name for name in MSGPACK_FILES if (root / name).is_file()]
     if packs and (summary is None or not allow_pickle):
-        return read_msgpack(packs[0], **options)
+        return read_msgpack(packs[0], reading)
     if summary is None:
         raise DataError(
             f"{root}: no GEOM summary ({' or '.join(SUMMARY_FILES)}) in {root} or "
             f"{root / 'rdkit_folder'}, and no {' or '.join(MSGPACK_FILES)}"
         )
-    return read_rdkit_folder(summary, allow_pickle, **options)
+    return read_rdkit_folder(summary, allow_pickle, reading)
 
 
 @dataclass(frozen=True)

@@ -61,18 +61,33 @@ class GeomMolecule:
         return np.asarray(self.mol.GetConformer().GetPositions(), dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class GeomReading:
+    """What every GEOM reader is asked: ``max_molecules`` (the first ones in file order; None:
+    all), ``all_conformers`` (also fill :attr:`GeomMolecule.positions` with every conformer) and
+    ``skip_invalid`` (drop molecules that fail their checks instead of raising)."""
+
+    max_molecules: int | None = None
+    all_conformers: bool = False
+    skip_invalid: bool = False
+
+
+READ_ALL = GeomReading()
+"""Every molecule, its ground state only, raising on the first invalid one."""
+
+
 def collect(
     records: Iterable[tuple[str, Record]],
     convert: Callable[[str, Record], GeomMolecule],
-    max_molecules: int | None,
-    skip_invalid: bool,
+    reading: GeomReading,
 ) -> list[GeomMolecule]:
-    """``convert(smiles, record)`` for each record, in order, until ``max_molecules`` molecules.
+    """``convert(smiles, record)`` for each record, in order, until ``reading.max_molecules``.
 
     A :class:`DataError` from ``convert`` (a molecule that fails its checks) drops the molecule
-    when ``skip_invalid`` is set, and is raised otherwise; errors from ``records`` itself
+    when ``reading.skip_invalid`` is set, and is raised otherwise; errors from ``records`` itself
     (damaged files) are always raised. No record after the last molecule kept is read.
     """
+    max_molecules, skip_invalid = reading.max_molecules, reading.skip_invalid
     molecules: list[GeomMolecule] = []
     if max_molecules == 0:
         return molecules

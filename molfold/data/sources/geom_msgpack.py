@@ -15,6 +15,7 @@ import numpy as np
 
 from molfold.data.sources.geom_molecule import (
     GeomMolecule,
+    GeomReading,
     collect,
     conformer_dicts,
     energy_weight_id,
@@ -27,25 +28,16 @@ from molfold.errors import DataError, MissingFileError
 MSGPACK_FILES = ("drugs_crude.msgpack", "qm9_crude.msgpack")
 
 
-def read_msgpack(
-    path: str | os.PathLike,
-    max_molecules: int | None = None,
-    all_conformers: bool = False,
-    skip_invalid: bool = False,
-) -> list[GeomMolecule]:
-    """Read a GEOM ``*_crude.msgpack`` stream (see the module docstring for the atom order).
-
-    ``max_molecules``, ``all_conformers`` and ``skip_invalid`` are those of
-    :func:`~molfold.data.sources.geom.load_geom`.
-    """
+def read_msgpack(path: str | os.PathLike, reading: GeomReading = READ_ALL) -> list[GeomMolecule]:
+    """Read a GEOM ``*_crude.msgpack`` stream (see the module docstring for the atom order)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"GEOM msgpack file {path} does not exist")
 
     def convert(smiles: str, record: dict) -> GeomMolecule:
-        return _from_msgpack(record, smiles, path, all_conformers)
+        return _from_msgpack(record, smiles, path, reading.all_conformers)
 
-    return collect(_msgpack_records(path), convert, max_molecules, skip_invalid)
+    return collect(_msgpack_records(path), convert, reading)
 
 
 def _msgpack_records(path: Path) -> Iterator[tuple[str, dict]]:

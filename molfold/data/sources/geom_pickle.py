@@ -19,7 +19,9 @@ import numpy as np
 from rdkit import Chem, rdBase
 
 from molfold.data.sources.geom_molecule import (
+    READ_ALL,
     GeomMolecule,
+    GeomReading,
     collect,
     conformer_dicts,
     energy_weight_id,
@@ -50,17 +52,9 @@ PICKLE_HINT = (
 
 
 def read_rdkit_folder(
-    summary: str | os.PathLike,
-    allow_pickle: bool = False,
-    max_molecules: int | None = None,
-    all_conformers: bool = False,
-    skip_invalid: bool = False,
+    summary: str | os.PathLike, allow_pickle: bool = False, reading: GeomReading = READ_ALL
 ) -> list[GeomMolecule]:
-    """Read the ``rdkit_folder`` layout from its summary file (or the folder holding it).
-
-    ``max_molecules``, ``all_conformers`` and ``skip_invalid`` are those of
-    :func:`~molfold.data.sources.geom.load_geom`.
-    """
+    """Read the ``rdkit_folder`` layout from its summary file (or the folder holding it)."""
     summary = Path(summary)
     if summary.is_dir():
         found = [summary / s for s in SUMMARY_FILES if (summary / s).is_file()]
@@ -82,9 +76,9 @@ def read_rdkit_folder(
         raise DataError(f"{summary}: expected a JSON object keyed by SMILES")
 
     def convert(smiles: str, stored: tuple[dict, Path]) -> GeomMolecule:
-        return _from_pickle(*stored, smiles, all_conformers)
+        return _from_pickle(*stored, smiles, reading.all_conformers)
 
-    return collect(_pickle_records(summary, entries), convert, max_molecules, skip_invalid)
+    return collect(_pickle_records(summary, entries), convert, reading)
 
 
 def _pickle_records(summary: Path, entries: dict) -> Iterator[tuple[str, tuple[dict, Path]]]:
