@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from molfold.data.sources.geom_molecule import (
+    READ_ALL,
     GeomMolecule,
     GeomReading,
     collect,
