@@ -67,3 +67,25 @@ def test_reported_test_metrics_are_equal(runs):
     assert metrics[0].keys() == metrics[1].keys()
     for key, value in metrics[0].items():
         assert metrics[1][key] == pytest.approx(value, rel=1e-8), key
+
+
+def test_a_split_smaller_than_the_process_count_is_refused_by_every_rank(tmp_path):
+    """Lightning would stop rank 1 with a raw error on its empty loader and leave rank 0 hanging
+    in a collective; every rank sees the same split, so all refuse it with one message."""
+    overrides = [o for o in TINY if not o.startswith("data.n_val")]
+    command = [
+        sys.executable,
+        "-m",
+        "molfold.cli",
+        "train",
+        f"run_dir={tmp_path / 'run'}",
+        *overrides,
+        "data.n_val=1",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer=ddp",
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 2
+    assert result.stderr.count("the val split has 1 structures, fewer than the 2 processes") == 2

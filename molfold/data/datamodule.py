@@ -242,6 +242,13 @@ class DataModule(L.LightningDataModule):
         return math.ceil(per_rank / self.config.batch_size)
 
     def _loader(self, name: str) -> DataLoader:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.split[name]) < world_size:
+            raise ConfigError(
+                f"the {name} split has {len(self.split[name])} structures, fewer than the "
+                f"{world_size} processes, and every process needs at least one: enlarge it "
+                "(data.n_train / n_val / n_test) or use fewer devices"
+            )
         size = self.config.batch_size if name == "train" else self.config.val_batch_size
         return make_loader(
             self.subset(name), name, size, self.config.num_workers, self.seed, self.trainer
