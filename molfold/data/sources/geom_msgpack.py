@@ -13,17 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from molfold.data.sources.geom_molecule import (
-    READ_ALL,
-    GeomMolecule,
-    GeomReading,
-    collect,
-    conformer_dicts,
-    energy_weight_id,
-    formula,
-    ground_state_molecule,
-    smiles_mol,
-)
+from molfold.data.sources import geom_molecule as molecule
+from molfold.data.sources.geom_molecule import READ_ALL, GeomMolecule, GeomReading
 from molfold.errors import DataError, MissingFileError
 
 MSGPACK_FILES = ("drugs_crude.msgpack", "qm9_crude.msgpack")
@@ -38,7 +29,7 @@ def read_msgpack(path: str | os.PathLike, reading: GeomReading = READ_ALL) -> li
     def convert(smiles: str, record: dict) -> GeomMolecule:
         return _from_msgpack(record, smiles, path, reading.all_conformers)
 
-    return collect(_msgpack_records(path), convert, reading)
+    return molecule.collect(_msgpack_records(path), convert, reading)
 
 
 def _msgpack_records(path: Path) -> Iterator[tuple[str, dict]]:
@@ -88,10 +79,10 @@ def _from_msgpack(record: dict, smiles: str, path: Path, all_conformers: bool) -
     """The molecule of one msgpack record; every conformer's ``xyz`` must list the atoms of
     ``AddHs(MolFromSmiles(smiles))`` in that order."""
     where = f"{path} molecule {smiles!r}"
-    mol = smiles_mol(smiles, where)
+    mol = molecule.smiles_mol(smiles, where)
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
     rows = []
-    for k, conf in enumerate(conformer_dicts(record, where)):
+    for k, conf in enumerate(molecule.conformer_dicts(record, where)):
         at = f"{where} conformer {k} (geom_id {conf.get('geom_id')})"
         try:
             xyz = np.asarray(conf.get("xyz"), dtype=np.float64)
@@ -101,8 +92,10 @@ def _from_msgpack(record: dict, smiles: str, path: Path, all_conformers: bool) -
             raise DataError(f"{at}: xyz must have shape [N, 4], got {xyz.shape}")
         if xyz.shape[0] != len(z) or not np.array_equal(xyz[:, 0], z):
             raise DataError(
-                f"{at}: atomic numbers of xyz {formula(xyz[:, 0])} disagree with "
-                f"AddHs(MolFromSmiles) {formula(z)} (count or order)"
+                f"{at}: atomic numbers of xyz {molecule.formula(xyz[:, 0])} disagree with "
+                f"AddHs(MolFromSmiles) {molecule.formula(z)} (count or order)"
             )
-        rows.append((*energy_weight_id(conf, at), xyz[:, 1:], None))
-    return ground_state_molecule(smiles, rows, where, all_conformers, str(path), template=mol)
+        rows.append((*molecule.energy_weight_id(conf, at), xyz[:, 1:], None))
+    return molecule.ground_state_molecule(
+        smiles, rows, where, all_conformers, str(path), template=mol
+    )
