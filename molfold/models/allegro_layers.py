@@ -39,6 +39,13 @@ class LayerShape:
         if o3.Irrep("0e") != self.irreps_out[0].ir:
             raise ValueError(f"layer output irreps must start with 0e, got {self.irreps_out}")
 
+    def environment(self, exclude_self: bool) -> EnvironmentEmbedding:
+        """The environment embedding of a layer of this shape (see
+        :class:`~molfold.nn.environment.EnvironmentEmbedding`)."""
+        return EnvironmentEmbedding(
+            self.sh_irreps, self.num_tensor_features, self.avg_num_neighbors, exclude_self
+        )
+
 
 class AllegroLayer(nn.Module):
     """One layer of the current reference code: environment, weighted tensor product, latent MLP.
@@ -59,12 +66,13 @@ class AllegroLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.irreps_in, self.irreps_out = shape.irreps_in, shape.irreps_out
-        mul = shape.num_tensor_features
-        self.environment = EnvironmentEmbedding(
-            shape.sh_irreps, mul, shape.avg_num_neighbors, exclude_self=False
-        )
+        self.environment = shape.environment(exclude_self=False)
         self.tensor_product = ChannelwiseTensorProduct(
-            shape.irreps_in, shape.sh_irreps, shape.irreps_out, mul, path_channel_coupling
+            shape.irreps_in,
+            shape.sh_irreps,
+            shape.irreps_out,
+            shape.num_tensor_features,
+            path_channel_coupling,
         )
         self.latent_mlp = ScalarMLP(latent_in_dim, latent_out_dim, mlp_hidden, activation)
 
@@ -109,9 +117,7 @@ class ResnetAllegroLayer(nn.Module):
         self.irreps_in, self.irreps_out = shape.irreps_in, shape.irreps_out
         num_tensor_features = shape.num_tensor_features
         self.env_embed = ScalarMLP(latent_dim, num_tensor_features * len(shape.sh_irreps))
-        self.environment = EnvironmentEmbedding(
-            shape.sh_irreps, num_tensor_features, shape.avg_num_neighbors, exclude_self=True
-        )
+        self.environment = shape.environment(exclude_self=True)
         self.tensor_product = PathwiseTensorProduct(
             shape.irreps_in, shape.sh_irreps, shape.irreps_out
         )
