@@ -130,8 +130,3 @@ def parse_choice(choices: Mapping[str, type[T]], values: Mapping[str, Any] | Non
             else f"{where}.name is not set; choose one of {', '.join(sorted(choices))}"
         )
     return parse(choices[name], values, where)
-
-
-def as_dict(section: Any) -> dict[str, Any]:
-    """A parsed section back as plain values (for checkpoints and ``config.yaml``)."""
-    return dataclasses.asdict(section)
