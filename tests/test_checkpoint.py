@@ -12,15 +12,14 @@ from molfold.models.checkpoint import FORMAT_VERSION, load_model, read_checkpoin
 from molfold.models.registry import build_model, registered_models
 from molfold.shipped import shipped_data
 
+from .common import SMALL as COMMON_SMALL
+
 SMALL = dict(
+    COMMON_SMALL,
     r_max=4.0,
-    num_layers=2,
     num_scalar_features=8,
     num_tensor_features=4,
     radial_chemical_embed_dim=8,
-    two_body_mlp_hidden=[8],
-    allegro_mlp_hidden=[8],
-    readout_mlp_hidden=[8],
     avg_num_neighbors=5.0,
 )
 STATISTICS = {"species": [1, 6, 8], "energy_scale": 0.5, "energy_shifts": [-13.6, -1029.0, -2041.0]}

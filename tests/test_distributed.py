@@ -19,21 +19,12 @@ import torch
 from .common import TINY
 
 
-def train(run_dir, processes: int, batch_size: int) -> subprocess.CompletedProcess:
-    overrides = [o for o in TINY if not o.startswith("data.batch_size")]
-    command = [
-        sys.executable,
-        "-m",
-        "molfold.cli",
-        "train",
-        f"run_dir={run_dir}",
-        *overrides,
-        f"data.batch_size={batch_size}",
-        "data.val_batch_size=3",
-        "dtype=float64",
-        "trainer.accelerator=cpu",
-        f"trainer.devices={processes}",
-    ]
+def train(run_dir, processes: int, *overrides: str) -> subprocess.CompletedProcess:
+    """``molfold train`` of TINY on ``processes`` CPU processes; ``overrides`` replace TINY's."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    settings = [o for o in TINY if o.split("=", 1)[0] not in keys]
+    command = [sys.executable, "-m", "molfold.cli", "train", f"run_dir={run_dir}", *settings]
+    command += [*overrides, "trainer.accelerator=cpu", f"trainer.devices={processes}"]
     if processes > 1:
         command.append("trainer=ddp")
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -45,7 +36,13 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     results = {}
     for processes, batch_size in ((1, 8), (2, 4)):
-        result = train(root / f"p{processes}", processes, batch_size)
+        result = train(
+            root / f"p{processes}",
+            processes,
+            f"data.batch_size={batch_size}",
+            "data.val_batch_size=3",
+            "dtype=float64",
+        )
         assert result.returncode == 0, result.stderr[-4000:]
         results[processes] = root / f"p{processes}"
     return results
@@ -72,20 +69,6 @@ def test_reported_test_metrics_are_equal(runs):
 def test_a_split_smaller_than_the_process_count_is_refused_by_every_rank(tmp_path):
     """Lightning would stop rank 1 with a raw error on its empty loader and leave rank 0 hanging
     in a collective; every rank sees the same split, so all refuse it with one message."""
-    overrides = [o for o in TINY if not o.startswith("data.n_val")]
-    command = [
-        sys.executable,
-        "-m",
-        "molfold.cli",
-        "train",
-        f"run_dir={tmp_path / 'run'}",
-        *overrides,
-        "data.n_val=1",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer=ddp",
-    ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    result = train(tmp_path / "run", 2, "data.n_val=1")
     assert result.returncode == 2
     assert result.stderr.count("the val split has 1 structures, fewer than the 2 processes") == 2
