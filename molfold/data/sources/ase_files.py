@@ -28,6 +28,7 @@ case-insensitively. Stress keeps ASE's sign convention, (1/V) dE/d(strain).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,14 +225,5 @@ def load(path: str | None, options: AseOptions, max_structures: int | None) -> l
     """Every structure of an ASE-readable file or database (at most ``max_structures``)."""
     if path is None:
         raise ConfigError("data.path is not set: give the file, e.g. data.path=frames.extxyz")
-    graphs = load_ase(
-        path,
-        None,
-        energy_key=options.energy_key,
-        forces_key=options.forces_key,
-        stress_key=options.stress_key,
-        index=options.index,
-        energy_unit=options.energy_unit,
-        length_unit=options.length_unit,
-    )
+    graphs = load_ase(path, None, **dataclasses.asdict(options))
     return graphs[:max_structures] if max_structures else graphs
