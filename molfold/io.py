@@ -1,5 +1,5 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the new one, never a
-truncated mix.
+"""Atomic file writes (a kill at any moment leaves either the old file or the new one, never a
+truncated mix) and the folder of molfold's caches.
 
 Every file molfold writes for a user (checkpoints, splits, statistics, configs, metrics, SDF,
 plots, caches, downloads) goes through :func:`atomic_write`: the content is written to a
@@ -51,3 +51,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> None:
     """Delete temporary files that a killed :func:`atomic_write` left in ``folder``."""
     for stale in Path(folder).glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_MARK}*"):
         stale.unlink(missing_ok=True)
+
+
+def cache_root() -> Path:
+    """Folder of molfold's caches (processed datasets, transformed structures):
+    ``$MOLFOLD_CACHE_DIR``, default ``~/.cache/molfold``."""
+    return Path(os.environ.get("MOLFOLD_CACHE_DIR", Path.home() / ".cache" / "molfold"))

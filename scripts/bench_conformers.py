@@ -116,10 +116,11 @@ def qm9_test_graphs(root: str | None, max_molecules: int, seed: int) -> tuple[li
     from molfold.cli import compose
     from molfold.data.datamodule import load_structures
     from molfold.data.splits import random_split
+    from molfold.data.transforms import MolecularGraph
 
     print("loading QM9 conformer graphs (about a minute from the cache) ...", flush=True)
     data = {**compose("eval", ["ckpt=none", "data=qm9"])["data"], "path": root}
-    graphs = load_structures(data)
+    graphs = load_structures(data, [MolecularGraph()])
     sizes = (data["n_train"], data["n_val"], data["n_test"])
     test = random_split(len(graphs), *sizes, data["split_seed"])["test"]
     chosen = np.sort(test)
@@ -132,6 +133,7 @@ def qm9_test_graphs(root: str | None, max_molecules: int, seed: int) -> tuple[li
 def geom_graphs(path: str | None, max_molecules: int, seed: int) -> tuple[list | None, dict]:
     """Ground-state GEOM graphs of ``path`` (default the shipped set); None when absent."""
     from molfold.data.datamodule import load_structures
+    from molfold.data.transforms import MolecularGraph
     from molfold.errors import MissingFileError
     from molfold.shipped import shipped_data
 
@@ -142,7 +144,7 @@ def geom_graphs(path: str | None, max_molecules: int, seed: int) -> tuple[list |
             return None, {"skipped": f"no shipped GEOM set: {error}"}
     if not Path(path).exists():
         return None, {"skipped": f"GEOM path {path} does not exist"}
-    graphs = load_structures({"format": "geom", "path": str(path)})
+    graphs = load_structures({"format": "geom", "path": str(path)}, [MolecularGraph()])
     info = {"path": str(path), "n_total": len(graphs)}
     if 0 < max_molecules < len(graphs):
         chosen = np.sort(
@@ -455,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1000,
         help="seeded random subset of each dataset's molecules (0: all)",
     )
-    parser.add_argument("--qm9-root", help="QM9 source for qm9_conformer_graphs (default: qm9pack)")
+    parser.add_argument("--qm9-root", help="QM9 source for data=qm9 (default: qm9pack)")
     parser.add_argument("--geom", help="GEOM folder or file (default: the shipped data/geom_xtb)")
     parser.add_argument("--seed", type=int, default=0, help="subset and ETKDG seed")
     parser.add_argument("--batch-size", type=int, default=100, help="molecules per model call")

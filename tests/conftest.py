@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,20 @@ from ase.build import bulk, molecule
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def molfold_cache(tmp_path_factory):
+    """molfold's caches (processed QM9, transformed structures) in a folder of the test run,
+    not the user's ~/.cache/molfold."""
+    folder = tmp_path_factory.mktemp("molfold_cache")
+    previous = os.environ.get("MOLFOLD_CACHE_DIR")
+    os.environ["MOLFOLD_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["MOLFOLD_CACHE_DIR"]
+    else:
+        os.environ["MOLFOLD_CACHE_DIR"] = previous
 
 
 @pytest.fixture

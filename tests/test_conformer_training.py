@@ -11,8 +11,9 @@ import torch
 from rdkit import Chem
 
 from molfold.cli import main
+from molfold.data.datamodule import load_structures
 from molfold.data.molgraph import ATOM_FEATURE_CATEGORIES, graph_to_mol
-from molfold.data.sources.qm9_conformers import qm9_conformer_graphs
+from molfold.data.transforms import MolecularGraph
 from molfold.models.checkpoint import load_model
 from molfold.models.rebind import ReBind
 
@@ -76,7 +77,7 @@ def test_ema_is_honoured_for_conformer_models(conformer_run):
         ("+model.no_such_key=1", "unknown key(s) model.no_such_key for model 'rebind'"),
         ("+task.energy_weight=1", "unknown key task.energy_weight"),
         ("task=potential", "model=rebind is a conformer model; task=potential trains potential"),
-        ("data=md17", "gives no atom_features"),
+        ("data=md17", "gives no bond_index, bond_type, formal_charge"),
     ],
 )
 def test_bad_conformer_configuration_gets_a_clear_error(tmp_path, capsys, override, message):
@@ -115,8 +116,14 @@ def test_pickled_geom_needs_the_opt_in(tmp_path, capsys):
     importlib.util.find_spec("qm9pack") is None,
     reason="qm9pack is not installed: pip install 'molfold[qm9]'",
 )
+def qm9_graphs(cache_dir) -> list:
+    """The first 300 QM9 molecules as a conformer task gets them."""
+    values = {"format": "qm9", "max_structures": 300, "cache_dir": str(cache_dir)}
+    return load_structures(values, [MolecularGraph()])
+
+
 def test_qm9_conformer_graphs_keep_charges_and_bonds(tmp_path):
-    graphs = qm9_conformer_graphs(max_molecules=300, cache_dir=tmp_path)
+    graphs = qm9_graphs(tmp_path)
     by_name = {g.name: g for g in graphs}
     zwitterion = by_name["gdb_271"]  # [NH3+]CCC([O-])=O in QM9
     charges = [ATOM_FEATURE_CATEGORIES[3][k] for k in zwitterion.atom_features[:, 3].tolist()]
@@ -138,7 +145,7 @@ def test_qm9_conformer_graphs_keep_charges_and_bonds(tmp_path):
         lengths = (graph.pos[i] - graph.pos[j]).norm(dim=-1)
         assert lengths.max() < 1.9, graph.name
     # the cache gives back the same graphs
-    again = qm9_conformer_graphs(max_molecules=300, cache_dir=tmp_path)
+    again = qm9_graphs(tmp_path)  # from the cache of transformed structures
     assert len(again) == len(graphs)
     for a, b in zip(graphs[:20], again[:20]):
         assert torch.equal(a.atom_features, b.atom_features) and torch.equal(a.pos, b.pos)

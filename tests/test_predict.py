@@ -137,6 +137,7 @@ def test_shipped_model_is_trained_and_predicts_usable_geometry():
     from molfold.conformers.metrics import distance_errors, metrics_from_sums
     from molfold.conformers.predict import load_conformer_model
     from molfold.data.datamodule import load_structures
+    from molfold.data.transforms import MolecularGraph
 
     assert Path(shipped_data(DEFAULT_MODEL)).is_file()
     model = load_conformer_model()
@@ -146,7 +147,9 @@ def test_shipped_model_is_trained_and_predicts_usable_geometry():
     # than an untrained model (an untrained one is off by more than 2 A, see the benchmark)
     graphs = [
         g
-        for g in load_structures({"format": "geom", "path": str(DATA / "geom_xtb")})
+        for g in load_structures(
+            {"format": "geom", "path": str(DATA / "geom_xtb")}, [MolecularGraph()]
+        )
         if set(g.z.tolist()) <= {1, 6, 7, 8}
     ]
     batch = Batch.from_data_list(graphs)

@@ -31,6 +31,7 @@ import lightning as L
 import numpy as np
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
+from tqdm import tqdm
 
 from molfold.config import parse
 from molfold.data.loaders import make_loader
@@ -42,6 +43,7 @@ from molfold.data.splits import (
     saved_split,
     split_request,
 )
+from molfold.data.structure_cache import cache_file, read_structures, write_structures
 from molfold.errors import ConfigError, DataError, MissingFileError
 from molfold.io import atomic_write
 
@@ -94,19 +96,37 @@ def parse_data_config(values: dict[str, Any]) -> tuple[DataConfig, Any]:
 
 def load_structures(values: dict[str, Any], transforms: list | None = None) -> list[Data]:
     """Every structure of the ``data`` section's source (at most ``max_structures``), with
-    ``transforms`` applied (:mod:`molfold.data.transforms`)."""
+    ``transforms`` applied (:mod:`molfold.data.transforms`).
+
+    When a transform has a ``cache_version`` (it is costly), the transformed structures are
+    cached (:mod:`molfold.data.structure_cache`).
+    """
     config, options = parse_data_config(values)
     if config.path is not None and not Path(config.path).exists():
         raise MissingFileError(f"data.path {config.path} does not exist")
+    transforms = list(transforms or [])
+    cache = cache_file(config, options, transforms)
+    if cache is not None and cache.is_file():
+        structures = read_structures(cache)
+        if structures is not None:
+            return structures
     structures = source(config.format).load(config.path, options, config.max_structures)
     name = config.path or config.format
     if not structures:
         raise DataError(f"{name} holds no structures")
-    for transform in transforms or []:
-        for k, data in enumerate(structures):
+    for transform in transforms:
+        label = type(transform).__name__
+        quiet = len(structures) < PROGRESS_MIN_STRUCTURES
+        for k, data in enumerate(tqdm(structures, desc=label, unit="structure", disable=quiet)):
             index = f"frame {int(data.frame)}" if "frame" in data else f"structure {k}"
             structures[k] = transform(data, f"{name} {index}")
+    if cache is not None:
+        write_structures(structures, cache)
     return structures
+
+
+PROGRESS_MIN_STRUCTURES = 5000
+"""Transforms over at least this many structures show a progress bar."""
 
 
 def check_fields(fields: tuple[str, ...], values: dict[str, Any], task: str) -> None:

@@ -46,8 +46,6 @@ POS_INTERMEDIATE = "pos_intermediate"  # [N, 3] Angstrom, a two-stage conformer 
 ATOM_FEATURES = "atom_features"  # [N, 9] categorical atom features (molfold.data.molgraph)
 BOND_INDEX = "bond_index"  # [2, 2B] bonds of the 2D molecular graph, both directions
 BOND_TYPE = "bond_type"  # [2B] 1 single, 2 double, 3 triple, 4 aromatic
-CONFORMER_FIELDS = (POS, Z, ATOM_FEATURES, BOND_INDEX, BOND_TYPE)
-"""What a conformer graph (2D molecular graph with its ground-state geometry) carries."""
 
 
 def edge_vectors(data: Data) -> torch.Tensor:

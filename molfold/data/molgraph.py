@@ -36,6 +36,11 @@ field              shape       meaning
 ``smiles``         str         canonical SMILES of the input (hydrogens implicit)
 ``name``           str         the molecule's name ("" if none)
 =================  ==========  ===========================================================
+
+Datasets store the RDKit-level molecule instead (:func:`molecule_fields`: atoms, bonds, formal
+charges, chiral tags, hydrogens counted on heavy atoms), and the
+:class:`~molfold.data.transforms.MolecularGraph` transform rebuilds the molecule from those
+fields (:func:`mol_from_fields`) and featurises it here, as a conformer task needs.
 """
 
 from __future__ import annotations
@@ -91,6 +96,106 @@ def atom_features(mol) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.int64).reshape(-1, len(ATOM_FEATURE_CATEGORIES))
 
 
+def sanitized(mol):
+    """``mol`` sanitised in place as far as RDKit allows: everything, or everything but the
+    valence checks (some perceived QM9 graphs fail those; hybridisation and rings are needed)."""
+    from rdkit import Chem
+
+    failed = Chem.SanitizeMol(mol, catchErrors=True)
+    if failed != Chem.SanitizeFlags.SANITIZE_NONE:
+        mol.UpdatePropertyCache(strict=False)
+        Chem.SanitizeMol(
+            mol,
+            Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_PROPERTIES,
+            catchErrors=True,
+        )
+    return mol
+
+
+MOLECULE_FIELDS = ("z", "pos", "bond_index", "bond_type", "formal_charge", "chiral_tag", "num_hs")
+"""What :func:`molecule_fields` stores: ``formal_charge``, ``chiral_tag`` (RDKit ``ChiralType``
+codes, meaningful in the bond order of ``bond_index``) and ``num_hs`` (hydrogens an atom carries
+beyond its hydrogen neighbours) are [N] int64."""
+
+
+def _bond_lists(mol) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bond_index`` [2, 2B] (each bond both ways, in RDKit's bond order) and ``bond_type``."""
+    pairs, types = [], []
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        code = BOND_TYPE_CODES.get(str(bond.GetBondType()), 1)
+        pairs += [(i, j), (j, i)]
+        types += [code, code]
+    index = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).t().contiguous()
+    return index, torch.tensor(types, dtype=torch.int64)
+
+
+def molecule_fields(mol) -> dict[str, torch.Tensor]:
+    """The RDKit-level molecule as graph fields (:data:`MOLECULE_FIELDS`, but ``pos``), from which
+    :func:`mol_from_fields` rebuilds it exactly."""
+    atoms = list(mol.GetAtoms())
+    bond_index, bond_type = _bond_lists(mol)
+    return {
+        "z": torch.tensor([a.GetAtomicNum() for a in atoms], dtype=torch.int64),
+        "bond_index": bond_index,
+        "bond_type": bond_type,
+        "formal_charge": torch.tensor([a.GetFormalCharge() for a in atoms], dtype=torch.int64),
+        "chiral_tag": torch.tensor([int(a.GetChiralTag()) for a in atoms], dtype=torch.int64),
+        "num_hs": torch.tensor([a.GetTotalNumHs() for a in atoms], dtype=torch.int64),
+    }
+
+
+def mol_from_fields(data: Data):
+    """The RDKit molecule of :func:`molecule_fields` (with ``pos`` as its conformer when there),
+    sanitised as far as RDKit allows; bonds are added in ``bond_index`` order, so chiral tags keep
+    their meaning."""
+    mol = _build_mol(
+        data.z.tolist(),
+        data.formal_charge.tolist(),
+        data.chiral_tag.tolist(),
+        data.bond_index,
+        data.bond_type,
+        data.pos if "pos" in data else None,
+        data.num_hs.tolist(),
+    )
+    return sanitized(mol)
+
+
+def _build_mol(z, charges, tags, bond_index, bond_type, pos, num_hs=None):
+    """An unsanitised RDKit molecule from atoms (numbers, charges, chiral tag codes, hydrogens
+    carried), bonds (added in ``bond_index`` order, each once, oriented as it first appears) and
+    an optional conformer."""
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    types[4] = Chem.BondType.AROMATIC
+    mol = Chem.RWMol()
+    for k, (number, charge, tag) in enumerate(zip(z, charges, tags)):
+        atom = Chem.Atom(int(number))
+        atom.SetFormalCharge(int(charge))
+        atom.SetChiralTag(Chem.ChiralType.values[int(tag)])
+        atom.SetNoImplicit(True)
+        if num_hs is not None:
+            atom.SetNumExplicitHs(int(num_hs[k]))
+        mol.AddAtom(atom)
+    added = set()
+    for (i, j), code in zip(bond_index.t().tolist(), bond_type.tolist()):
+        if (j, i) not in added:  # each bond once, as it first appears (begin atom, end atom)
+            added.add((i, j))
+            mol.AddBond(i, j, types[int(code)])
+            if code == 4:
+                mol.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
+                mol.GetAtomWithIdx(i).SetIsAromatic(True)
+                mol.GetAtomWithIdx(j).SetIsAromatic(True)
+    if pos is not None:
+        conformer = Chem.Conformer(mol.GetNumAtoms())
+        for i, (x, y, w) in enumerate(pos.tolist()):
+            conformer.SetAtomPosition(i, Point3D(x, y, w))
+        mol.AddConformer(conformer, assignId=True)
+    return mol.GetMol()
+
+
 def mol_from_smiles(smiles: str, where: str = "SMILES"):
     """An RDKit molecule with explicit hydrogens; :class:`InvalidMoleculeError` if RDKit rejects it.
 
@@ -126,17 +231,12 @@ def mol_to_graph(mol, name: str = "", with_conformer: bool = True) -> Data:
         raise InvalidMoleculeError(
             f"{name or 'molecule'}: {implicit} implicit hydrogens; add them with Chem.AddHs"
         )
-    pairs, types = [], []
-    for bond in mol.GetBonds():
-        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        code = BOND_TYPE_CODES.get(str(bond.GetBondType()), 1)
-        pairs += [(i, j), (j, i)]
-        types += [code, code]
+    bond_index, bond_type = _bond_lists(mol)
     data = Data(
         z=torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=torch.int64),
         atom_features=atom_features(mol),
-        bond_index=torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).t().contiguous(),
-        bond_type=torch.tensor(types, dtype=torch.int64),
+        bond_index=bond_index,
+        bond_type=bond_type,
         smiles=Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False)),
         name=name,
     )
@@ -164,34 +264,13 @@ def graph_to_mol(graph: Data, pos: torch.Tensor | None = None):
     they had in the molecule the graph came from (:func:`mol_to_graph` lists bonds in RDKit's
     order)."""
     from rdkit import Chem
-    from rdkit.Geometry import Point3D
 
-    types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-    types[4] = Chem.BondType.AROMATIC
     chirality, charges = ATOM_FEATURE_CATEGORIES[1], ATOM_FEATURE_CATEGORIES[3]
-    mol = Chem.RWMol()
-    features = graph.atom_features[:, [1, 3]].tolist()
-    for k, (chiral_code, charge_code) in zip(graph.z.tolist(), features):
-        atom = Chem.Atom(int(k))
-        charge = charges[charge_code]
-        atom.SetFormalCharge(charge if isinstance(charge, int) else 0)
-        atom.SetChiralTag(getattr(Chem.ChiralType, chirality[chiral_code]))
-        atom.SetNoImplicit(True)
-        mol.AddAtom(atom)
-    for (i, j), code in zip(graph.bond_index.t().tolist(), graph.bond_type.tolist()):
-        if i < j:
-            mol.AddBond(i, j, types[int(code)])
-            if code == 4:
-                mol.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
-                mol.GetAtomWithIdx(i).SetIsAromatic(True)
-                mol.GetAtomWithIdx(j).SetIsAromatic(True)
+    codes = graph.atom_features[:, [1, 3]].tolist()
+    tags = [int(getattr(Chem.ChiralType, chirality[tag])) for tag, _ in codes]
+    charge = [charges[c] if isinstance(charges[c], int) else 0 for _, c in codes]
     pos = graph.pos if pos is None else pos
-    if pos is not None:
-        conformer = Chem.Conformer(mol.GetNumAtoms())
-        for i, (x, y, w) in enumerate(pos.tolist()):
-            conformer.SetAtomPosition(i, Point3D(x, y, w))
-        mol.AddConformer(conformer, assignId=True)
-    mol = mol.GetMol()
+    mol = _build_mol(graph.z.tolist(), charge, tags, graph.bond_index, graph.bond_type, pos)
     if Chem.SanitizeMol(mol, catchErrors=True) != Chem.SanitizeFlags.SANITIZE_NONE:
         mol.UpdatePropertyCache(strict=False)
     return mol

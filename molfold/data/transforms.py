@@ -9,10 +9,14 @@ calculator apply the same ones. Each transform is ``transform(data, where) -> da
 * :class:`RadiusGraph`: every ordered pair closer than ``r_max``, through periodic images
   (vesin), as ``edge_index`` and ``edge_cell_shift`` (:func:`molfold.data.neighbors
   .add_radius_graph`).
+* :class:`MolecularGraph`: the 2D molecular graph of a conformer model, the atom features of
+  :mod:`molfold.data.molgraph`, from the RDKit-level molecule a source stores
+  (:data:`molfold.data.molgraph.MOLECULE_FIELDS`). ``molfold predict`` featurises its SMILES with
+  the same function.
 
-Conformer sources attach the 2D molecular graph themselves (:mod:`molfold.data.molgraph`),
-because it needs the RDKit molecule they read, and ReBind computes its Laplacian encoding inside
-the model (its signs are drawn at random while training).
+A transform with ``cache_version`` set is costly enough that the structures it makes are cached
+(:func:`molfold.data.datamodule.load_structures`). ReBind's Laplacian encoding is computed inside
+the model, per molecule, because its signs are drawn at random in training.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 
 from torch_geometric.data import Data
 
+from molfold.data.molgraph import InvalidMoleculeError, mol_from_fields, mol_to_graph
 from molfold.data.neighbors import add_radius_graph
+from molfold.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -34,3 +40,21 @@ class RadiusGraph:
 
     def __call__(self, data: Data, where: str = "structure") -> Data:
         return add_radius_graph(data, self.r_max, where, self.allow_isolated)
+
+
+@dataclass(frozen=True)
+class MolecularGraph:
+    """Attach ``atom_features`` [N, 9], ``bond_index`` [2, 2B] and ``bond_type`` [2B]
+    (:func:`molfold.data.molgraph.mol_to_graph`) to a structure with the RDKit-level molecule's
+    fields."""
+
+    cache_version: int = 1
+
+    def __call__(self, data: Data, where: str = "structure") -> Data:
+        try:
+            graph = mol_to_graph(mol_from_fields(data), name=where, with_conformer=False)
+        except InvalidMoleculeError as error:
+            raise DataError(f"{where}: {error}") from None
+        data.atom_features = graph.atom_features
+        data.bond_index, data.bond_type = graph.bond_index, graph.bond_type
+        return data

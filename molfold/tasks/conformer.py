@@ -18,6 +18,8 @@ import torch
 
 from molfold.conformers.metrics import c_rmsd_pair, distance_errors, distance_l1_loss
 from molfold.data import graph as G
+from molfold.data.molgraph import MOLECULE_FIELDS
+from molfold.data.transforms import MolecularGraph
 from molfold.tasks.base import Task
 from molfold.tasks.metrics import mae_rmse
 
@@ -38,7 +40,7 @@ class ConformerTask(Task):
     name = "conformer"
     model_kind = "conformer"
     settings_class = ConformerSettings
-    required_fields = G.CONFORMER_FIELDS
+    required_fields = MOLECULE_FIELDS
     items = "molecules"
     units = {"d_mae": "A", "d_rmse": "A", "c_rmsd": "A", "c_rmsd_stereo": "A", "c_rmsd_mirror": "A"}
     curves = (
@@ -46,6 +48,10 @@ class ConformerTask(Task):
         ("val/loss", "val/d_rmse"),
         ("L1 distance loss (A)", "D-MAE (val/loss), D-RMSE (A)"),
     )
+
+    @classmethod
+    def transforms(cls, model_hparams: dict[str, Any]) -> list:
+        return [MolecularGraph()]
 
     @classmethod
     def fit_statistics(cls, graphs: list, settings: Any = None) -> dict[str, Any]:

@@ -42,18 +42,20 @@ class Source:
     options: type
     load: Loader
     provides: tuple[str, ...]
+    identity: Callable[[Any, Any, int | None], str] | None = None
+    """For a source read without a path (qm9pack): what identifies its files, for caches."""
 
 
 _SOURCES: dict[str, Source] = {}
 
 
 def register_source(
-    name: str, options: type, provides: tuple[str, ...]
+    name: str, options: type, provides: tuple[str, ...], identity: Callable | None = None
 ) -> Callable[[Loader], Loader]:
     """Decorator that registers ``load`` as the loader of format ``name``."""
 
     def decorate(load: Loader) -> Loader:
-        _SOURCES[name] = Source(name, options, load, tuple(provides))
+        _SOURCES[name] = Source(name, options, load, tuple(provides), identity)
         return load
 
     return decorate

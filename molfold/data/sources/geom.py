@@ -46,9 +46,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch_geometric.data import Data
 
-from molfold.data.graph import CONFORMER_FIELDS
+from molfold.data.molgraph import MOLECULE_FIELDS, molecule_fields
 from molfold.data.sources import register_source
 from molfold.data.sources.geom_molecule import GeomMolecule, GeomReading
 from molfold.data.sources.geom_msgpack import MSGPACK_FILES, read_msgpack
@@ -125,18 +126,20 @@ class GeomOptions:
     """Read the rdkit_folder pickles (they can run code: trust the source first)."""
 
 
-@register_source("geom", GeomOptions, provides=CONFORMER_FIELDS)
+@register_source("geom", GeomOptions, provides=MOLECULE_FIELDS)
 def load(path: str | None, options: GeomOptions, max_structures: int | None) -> list[Data]:
     """The lowest-energy conformer of each GEOM molecule as a conformer graph."""
-    from molfold.data.molgraph import InvalidMoleculeError, mol_to_graph
-
     if path is None:
         raise ConfigError("data.path is not set: give the GEOM folder")
-    graphs = []
     molecules = load_geom(path, allow_pickle=options.allow_pickle, max_molecules=max_structures)
-    for molecule in molecules:
-        try:
-            graphs.append(mol_to_graph(molecule.mol, name=molecule.smiles))
-        except InvalidMoleculeError as error:
-            raise DataError(f"{path}: {error}") from None
-    return graphs
+    from rdkit import Chem
+
+    return [
+        Data(
+            **molecule_fields(m.mol),
+            pos=torch.from_numpy(m.pos),
+            smiles=Chem.MolToSmiles(Chem.RemoveHs(m.mol, sanitize=False)),
+            name=m.smiles,
+        )
+        for m in molecules
+    ]

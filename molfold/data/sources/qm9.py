@@ -109,7 +109,7 @@ from molfold.data.sources.qm9_targets import (
     TARGETS,
 )
 from molfold.errors import MissingFileError
-from molfold.io import atomic_write
+from molfold.io import atomic_write, cache_root
 
 __all__ = [
     "ATOMREF", "CACHE_VERSION", "GRAPH_SOURCES", "N_CHARACTERIZED", "N_GDB", "N_UNCHARACTERIZED",
@@ -228,8 +228,7 @@ def cache_path(
     elif kind == "raw":
         base = folder.parent / "processed" if folder.name == "raw" else folder / "processed"
     else:
-        env = os.environ.get("MOLFOLD_CACHE_DIR")
-        base = (Path(env) if env else Path.home() / ".cache" / "molfold") / "qm9"
+        base = cache_root() / "qm9"
     return base / f"{'qm9' if kind == 'raw' else 'qm9pack'}_{digest}.pt"
 
 

@@ -1,14 +1,14 @@
-"""The ``data=qm9`` source: each molecule's DFT geometry, its targets and its 2D molecular graph.
+"""The ``data=qm9`` source: each molecule's DFT geometry, its targets and its RDKit molecule.
 
 Each structure carries the DFT geometry (``z``, ``pos`` Angstrom), every target of
-:data:`molfold.data.sources.qm9.TARGETS` in its table's units, the GDB index ``idx``, and the 2D
-graph (:mod:`molfold.data.molgraph`: ``atom_features``, ``bond_index``, ``bond_type``): the RDKit
-graph perceived in the geometry's atom order (:mod:`molfold.data.sources.qm9`) with tetrahedral
-chirality assigned from the geometry (GTMGC and ReBind read QM9 from SDF files, whose 3D
-coordinates set the chiral tags). So one source serves a conformer model (2D graph -> geometry)
-and a 3D model (geometry -> targets, with a radius graph from :mod:`molfold.data.transforms`).
+:data:`molfold.data.sources.qm9.TARGETS` in its table's units, the GDB index ``idx``, and the
+RDKit-level molecule (:func:`molfold.data.molgraph.molecule_fields`): the graph perceived in the
+geometry's atom order (:mod:`molfold.data.sources.qm9`) with tetrahedral chirality assigned from
+the geometry (GTMGC and ReBind read QM9 from SDF files, whose 3D coordinates set the chiral
+tags). Transforms attach what a model needs (:mod:`molfold.data.transforms`): the 2D molecular
+graph for a conformer model, a radius graph for a 3D model.
 
-Featurised graphs are cached next to the QM9 cache, so a run does not re-featurise 130k molecules.
+The molecules are cached next to the QM9 cache, so a run does not perceive 130k molecules again.
 """
 
 from __future__ import annotations
@@ -20,29 +20,16 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from molfold.data.graph import CONFORMER_FIELDS
-from molfold.data.molgraph import mol_to_graph
+from molfold.data.molgraph import MOLECULE_FIELDS, molecule_fields, sanitized
 from molfold.data.sources import register_source
 from molfold.data.sources.qm9_targets import TARGET_NAMES
 from molfold.io import atomic_write
 
-FEATURES_VERSION = 3
-"""Version of the conformer-graph cache (3: the QM9 targets and GDB index are kept too)."""
+FEATURES_VERSION = 4
+"""Version of the molecule cache (4: RDKit-level molecule fields, featurised by the
+:class:`~molfold.data.transforms.MolecularGraph` transform; 3 stored the features)."""
 
-
-def _sanitized(mol):
-    """Sanitise in place as far as RDKit allows (hybridisation and rings are needed)."""
-    from rdkit import Chem
-
-    failed = Chem.SanitizeMol(mol, catchErrors=True)
-    if failed != Chem.SanitizeFlags.SANITIZE_NONE:
-        mol.UpdatePropertyCache(strict=False)
-        Chem.SanitizeMol(
-            mol,
-            Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_PROPERTIES,
-            catchErrors=True,
-        )
-    return mol
+ATOM_FIELDS = ("z", "pos", "formal_charge", "chiral_tag", "num_hs")
 
 
 def _pack(graphs: list[Data]) -> dict[str, Any]:
@@ -50,9 +37,7 @@ def _pack(graphs: list[Data]) -> dict[str, Any]:
         "version": FEATURES_VERSION,
         "n_atoms": torch.tensor([g.num_nodes for g in graphs]),
         "n_bonds": torch.tensor([g.bond_type.numel() for g in graphs]),
-        "z": torch.cat([g.z for g in graphs]),
-        "atom_features": torch.cat([g.atom_features for g in graphs]),
-        "pos": torch.cat([g.pos for g in graphs]),
+        **{name: torch.cat([g[name] for g in graphs]) for name in ATOM_FIELDS},
         "bond_index": torch.cat([g.bond_index for g in graphs], dim=1),
         "bond_type": torch.cat([g.bond_type for g in graphs]),
         "smiles": [g.smiles for g in graphs],
@@ -70,9 +55,7 @@ def _unpack(tensors: dict[str, Any]) -> list[Data]:
     for m in range(len(tensors["smiles"])):
         a0, a1, b0, b1 = atoms[m], atoms[m + 1], bonds[m], bonds[m + 1]
         graph = Data(
-            z=tensors["z"][a0:a1],
-            atom_features=tensors["atom_features"][a0:a1],
-            pos=tensors["pos"][a0:a1],
+            **{name: tensors[name][a0:a1] for name in ATOM_FIELDS},
             bond_index=tensors["bond_index"][:, b0:b1],
             bond_type=tensors["bond_type"][b0:b1],
             smiles=tensors["smiles"][m],
@@ -86,18 +69,17 @@ def _unpack(tensors: dict[str, Any]) -> list[Data]:
     return graphs
 
 
-def qm9_conformer_graphs(
+def qm9_molecules(
     root: str | None = None, max_molecules: int | None = None, cache_dir: str | None = None
 ) -> list[Data]:
-    """QM9 molecules as conformer graphs (name and ``idx``: the GDB index) with every target of
+    """QM9 molecules (name and ``idx``: the GDB index) with the RDKit-level molecule of
+    :func:`~molfold.data.molgraph.molecule_fields` and every target of
     :data:`~molfold.data.sources.qm9.TARGETS` ([1] float64 each, in its table's units), through
     a cache next to QM9's."""
     from molfold.data.sources.qm9 import CACHE_VERSION, cache_path, load_qm9, to_rdkit_mol
 
     qm9_cache = cache_path(root, max_molecules, cache_dir)
-    path = qm9_cache.with_name(
-        f"{qm9_cache.stem}-conformers-v{CACHE_VERSION}.{FEATURES_VERSION}.pt"
-    )
+    path = qm9_cache.with_name(f"{qm9_cache.stem}-molecules-v{CACHE_VERSION}.{FEATURES_VERSION}.pt")
     if path.is_file():
         try:
             tensors = torch.load(path, weights_only=True)
@@ -109,12 +91,12 @@ def qm9_conformer_graphs(
     from tqdm import tqdm
 
     graphs = []
-    for data in tqdm(load_qm9(root, max_molecules, cache_dir), desc="featurising QM9", unit="mol"):
-        mol = _sanitized(to_rdkit_mol(data))
+    for data in tqdm(load_qm9(root, max_molecules, cache_dir), desc="reading QM9", unit="mol"):
+        mol = sanitized(to_rdkit_mol(data))
         Chem.AssignStereochemistryFrom3D(mol)  # chiral tags, as GTMGC's SDF-read molecules have
-        graph = mol_to_graph(mol, name=f"gdb_{int(data.idx)}")
-        graph.pos = data.pos.double()
-        graph.idx = data.idx
+        graph = Data(**molecule_fields(mol), pos=data.pos.double(), idx=data.idx)
+        graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
+        graph.name = f"gdb_{int(data.idx)}"
         for target in TARGET_NAMES:
             graph[target] = data[target]
         graphs.append(graph)
@@ -131,9 +113,15 @@ class QM9Options:
     """Folder of the processed caches (null: the default of :func:`cache_path`)."""
 
 
-@register_source("qm9", QM9Options, provides=(*CONFORMER_FIELDS, *TARGET_NAMES))
+def _identity(path: str | None, options: QM9Options, max_structures: int | None) -> str:
+    from molfold.data.sources.qm9 import cache_path
+
+    return cache_path(path, max_structures, options.cache_dir).name  # hashes the source files
+
+
+@register_source("qm9", QM9Options, provides=(*MOLECULE_FIELDS, *TARGET_NAMES), identity=_identity)
 def load(path: str | None, options: QM9Options, max_structures: int | None) -> list[Data]:
-    """QM9 molecules with their DFT geometry, targets and 2D molecular graph: ``path`` is the raw
-    layout's folder, or None (or a folder without the raw files) for qm9pack; at most
+    """QM9 molecules with their DFT geometry, targets and RDKit-level molecule: ``path`` is the
+    raw layout's folder, or None (or a folder without the raw files) for qm9pack; at most
     ``max_structures`` molecules."""
-    return qm9_conformer_graphs(path, max_structures, options.cache_dir)
+    return qm9_molecules(path, max_structures, options.cache_dir)
