@@ -13,9 +13,10 @@ from torch_geometric.data import Batch
 
 from molfold.conformers.metrics import distance_l1_loss
 from molfold.data import graph as G
+from molfold.data.laplacian import laplacian_eigenvectors
 from molfold.data.molgraph import smiles_to_graph
 from molfold.errors import UnknownElementError
-from molfold.models.rebind import ReBind, laplacian_eigenvectors
+from molfold.models.rebind import ReBind
 from molfold.nn.graph_transformer import MultiRelationalAttention
 from molfold.nn.lennard_jones import (
     force_based_rewiring,

@@ -14,6 +14,7 @@ import molfold.data.datamodule as datamodule
 from molfold.cli import compose
 from molfold.data.datamodule import DataModule
 from molfold.data.splits import random_split
+from molfold.data.transforms import MolecularGraph, RadiusGraph
 from molfold.errors import ConfigError
 from molfold.tasks.conformer import ConformerSettings, ConformerTask
 from molfold.tasks.potential import PotentialSettings, PotentialTask
@@ -31,7 +32,7 @@ ASPIRIN = {
 
 def potential_data(run_dir, **changes) -> DataModule:
     config = {**ASPIRIN, **changes}
-    module = DataModule(config, PotentialTask, PotentialSettings(), {"r_max": 4.0}, run_dir)
+    module = DataModule(config, PotentialTask, PotentialSettings(), [RadiusGraph(4.0)], run_dir)
     module.setup()
     return module
 
@@ -69,7 +70,7 @@ def test_qm9_paper_split_is_the_one_the_shipped_model_trained_on():
 
 def test_shipped_geom_set_splits_with_the_users_sizes(tmp_path):
     config = {"format": "geom", "path": str(DATA / "geom_xtb"), "n_train": 12, "n_val": 4}
-    module = DataModule(config, ConformerTask, ConformerSettings(), {}, tmp_path)
+    module = DataModule(config, ConformerTask, ConformerSettings(), [MolecularGraph()], tmp_path)
     module.setup()
     assert [len(module.split[k]) for k in ("train", "val", "test")] == [12, 4, 8]
     assert module.statistics["elements"] and module.statistics["data"] == "geom"
@@ -119,7 +120,7 @@ def test_energy_shifts_default_to_the_mean_energy_per_atom(tmp_path):
         ASPIRIN,
         PotentialTask,
         PotentialSettings(energy_shifts="least_squares"),
-        {"r_max": 4.0},
+        [RadiusGraph(4.0)],
         tmp_path / "lsq",
     )
     least_squares.setup()

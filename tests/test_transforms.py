@@ -10,15 +10,16 @@ import pytest
 import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
 import molfold.data.sources as sources
 from molfold.data.datamodule import load_structures, parse_data_config
-from molfold.data.molgraph import mol_from_fields, mol_to_graph, molecule_fields
+from molfold.data.molgraph import mol_from_fields, mol_to_graph, molecule_fields, smiles_to_graph
 from molfold.data.neighbors import build_graph
 from molfold.data.sources.geom import load_geom
 from molfold.data.structure_cache import cache_file
-from molfold.data.transforms import MolecularGraph, RadiusGraph
+from molfold.data.transforms import LaplacianEigenvectors, MolecularGraph, RadiusGraph
+from molfold.models.registry import build_model
 
 from .conftest import DATA
 
@@ -95,3 +96,56 @@ def test_transformed_structures_are_cached_and_a_bad_cache_is_rebuilt(monkeypatc
     assert np.array_equal(rebuilt[3].atom_features.numpy(), first[3].atom_features.numpy())
     other = structure_cache_file({**GEOM, "max_structures": 5})
     assert other != cache  # another selection of structures, another cache
+
+
+def test_laplacian_eigenvectors_diagonalise_the_normalised_laplacian():
+    graph = smiles_to_graph("CC(=O)Nc1ccc(O)cc1")[0]
+    n = graph.num_nodes
+    vectors = LaplacianEigenvectors()(graph).lap_vectors.reshape(n, n).numpy()
+    adjacency = np.zeros((n, n))
+    adjacency[graph.bond_index[0].numpy(), graph.bond_index[1].numpy()] = 1.0
+    d = (adjacency.sum(1) + 1e-8) ** -0.5  # the reference keeps isolated atoms finite
+    laplacian = np.eye(n) - d[:, None] * adjacency * d[None, :]
+    values = np.linalg.eigvalsh(laplacian)  # independent: numpy's solver
+    np.testing.assert_allclose(laplacian @ vectors, vectors * values[None, :], atol=1e-10)
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(n), atol=1e-10)
+
+
+def test_rebind_gives_the_same_prediction_with_precomputed_eigenvectors():
+    """The data pipeline's eigenvectors (training, eval) and the model's own (molfold predict)
+    are the same numbers, so the prediction is too."""
+    torch.manual_seed(0)
+    model = build_model(
+        "rebind",
+        dict(d_model=32, num_heads=4, d_ffn=64, num_encoder_layers=1, num_decoder_layers=1),
+    ).eval()
+    graphs = [smiles_to_graph(s)[0] for s in ("CCO", "CC(=O)Nc1ccc(O)cc1", "C1CCCCC1")]
+    plain = Batch.from_data_list([g.clone() for g in graphs])
+    precomputed = Batch.from_data_list([LaplacianEigenvectors()(g.clone()) for g in graphs])
+    assert "lap_vectors" in precomputed and "lap_vectors" not in plain
+    with torch.no_grad():
+        a, b = model(plain), model(precomputed)
+    for key in ("pos", "pos_intermediate"):
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_eigenvectors_of_a_molecule_do_not_depend_on_its_batch():
+    """Molecules of one size with repeated eigenvalues (CH3 groups), alone and batched together
+    and with a larger one: the same eigenvectors to the last bit."""
+    from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+    from molfold.data.laplacian import laplacian_eigenvectors
+
+    graphs = [smiles_to_graph(s)[0] for s in ("CCCO", "CC(C)O", "COCC", "CC(=O)Nc1ccc(O)cc1")]
+
+    def encode(selection):
+        batch = Batch.from_data_list([graphs[k] for k in selection])
+        _, mask = to_dense_batch(batch.z, batch.batch)
+        adjacency = to_dense_adj(batch.bond_index, batch.batch, max_num_nodes=mask.shape[1])
+        return laplacian_eigenvectors(adjacency.double(), mask)
+
+    alone = [encode([k])[0] for k in range(4)]
+    together = encode([0, 1, 2, 3])
+    for k, single in enumerate(alone):
+        n = single.shape[0]
+        assert torch.equal(together[k, :n, :n], single), k

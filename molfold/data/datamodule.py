@@ -4,7 +4,8 @@
 
 1. checks that the ``data`` config's source gives the fields the task trains on, then loads
    every structure, as graphs in molfold units, with what the task's model needs attached
-   (:meth:`Task.transforms`: the radius graph of a potential);
+   (the task's and the model's transforms: the radius graph of a potential, the 2D molecular
+   graph and Laplacian eigenvectors of ReBind);
 2. draws the split (:func:`molfold.data.splits.random_split`) or reuses the one saved in the run
    directory, refusing one drawn from other data or with other sizes;
 3. fits the task's training-set statistics (:meth:`Task.fit_statistics`);
@@ -188,7 +189,7 @@ class DataModule(L.LightningDataModule):
     data_config : the ``data`` config section (plain dict)
     task : the task class (:class:`molfold.tasks.base.Task` subclass) whose model trains here
     task_settings : the parsed ``task`` section (passed to the task's statistics)
-    model_hparams : the model's hyperparameters (the task reads the cutoff from them)
+    transforms : what the task and the model need attached to each structure
     run_dir : where ``split.npz`` and ``statistics.json`` are written or read
     seed : seed of the training order
     """
@@ -198,7 +199,7 @@ class DataModule(L.LightningDataModule):
         data_config: dict[str, Any],
         task: type,
         task_settings: Any,
-        model_hparams: dict[str, Any],
+        transforms: list,
         run_dir: str | Path,
         seed: int = 0,
     ) -> None:
@@ -206,7 +207,7 @@ class DataModule(L.LightningDataModule):
         self.values = dict(data_config)
         self.config, _ = parse_data_config(self.values)
         self.task, self.task_settings = task, task_settings
-        self.transforms = task.transforms(model_hparams)
+        self.transforms = list(transforms)
         self.run_dir = Path(run_dir)
         self.seed = seed
         self.items: list[Data] | None = None

@@ -14,17 +14,22 @@ calculator apply the same ones. Each transform is ``transform(data, where) -> da
   (:data:`molfold.data.molgraph.MOLECULE_FIELDS`). ``molfold predict`` featurises its SMILES with
   the same function.
 
+* :class:`LaplacianEigenvectors`: the eigenvectors of each molecule's normalised graph Laplacian
+  (:mod:`molfold.data.laplacian`), ReBind's positional encoding (ReBind names it in its
+  ``data_transforms``; a task names its own in ``Task.transforms``).
+
 A transform with ``cache_version`` set is costly enough that the structures it makes are cached
-(:func:`molfold.data.datamodule.load_structures`). ReBind's Laplacian encoding is computed inside
-the model, per molecule, because its signs are drawn at random in training.
+(:mod:`molfold.data.structure_cache`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch_geometric.data import Data
 
+from molfold.data.laplacian import LAP_VECTORS, laplacian_eigenvectors
 from molfold.data.molgraph import InvalidMoleculeError, mol_from_fields, mol_to_graph
 from molfold.data.neighbors import add_radius_graph
 from molfold.errors import DataError
@@ -57,4 +62,20 @@ class MolecularGraph:
             raise DataError(f"{where}: {error}") from None
         data.atom_features = graph.atom_features
         data.bond_index, data.bond_type = graph.bond_index, graph.bond_type
+        return data
+
+
+@dataclass(frozen=True)
+class LaplacianEigenvectors:
+    """Attach ``lap_vectors`` [N * N] (:data:`molfold.data.laplacian.LAP_VECTORS`) from the
+    molecule's bonds (``bond_index``)."""
+
+    cache_version: int = 1
+
+    def __call__(self, data: Data, where: str = "structure") -> Data:
+        n = data.num_nodes
+        adjacency = torch.zeros(1, n, n, dtype=torch.float64)
+        adjacency[0, data.bond_index[0], data.bond_index[1]] = 1.0
+        vectors = laplacian_eigenvectors(adjacency, torch.ones(1, n, dtype=torch.bool))
+        data[LAP_VECTORS] = vectors[0].reshape(-1)
         return data

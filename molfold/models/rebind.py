@@ -6,7 +6,9 @@ to bottom, as the paper's Figure 2:
 
 1. **Inputs** (Sec. 3.1): the nine categorical atom features of :mod:`molfold.data.molgraph`
    embedded and summed, plus a Laplacian eigenvector positional encoding of the bond graph
-   (L = I - D^-1/2 A D^-1/2, eigenvectors by increasing eigenvalue) added to the first channels.
+   (L = I - D^-1/2 A D^-1/2, eigenvectors by increasing eigenvalue; :mod:`molfold.data.laplacian`,
+   computed once per molecule by the data pipeline, which ``data_transforms`` asks for, or here
+   when a batch comes without them) added to the first channels.
 2. **Encoder** (Sec. 3.1): graph-transformer blocks whose attention is modulated by the bond
    adjacency; a head (Linear d->3d, GELU, Linear 3d->3) gives the intermediate conformation.
 3. **Force-based rewiring** (Sec. 3.2): Lennard-Jones forces on the (detached) intermediate
@@ -43,7 +45,9 @@ import torch
 from torch import nn
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
+from molfold.data.laplacian import LAP_VECTORS, laplacian_eigenvectors, padded_eigenvectors
 from molfold.data.molgraph import ATOM_FEATURE_SIZES
+from molfold.data.transforms import LaplacianEigenvectors
 from molfold.models.registry import register
 from molfold.nn.equivariant_refiner import EquivariantRefiner
 from molfold.nn.graph_transformer import TransformerBlock
@@ -63,33 +67,6 @@ class AtomEmbedding(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return sum(table(features[..., k]) for k, table in enumerate(self.tables))
-
-
-def laplacian_eigenvectors(adjacency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Eigenvectors of L = I - D^-1/2 A D^-1/2 of each padded graph, as columns by increasing
-    eigenvalue: [B, N, N] float -> [B, N, N], zero on padding rows and columns.
-
-    Each graph's Laplacian is diagonalised at its own size, unpadded (molecules of one size
-    together), so a molecule's encoding does not depend on what else is in the batch: with a
-    repeated eigenvalue (a CH3 group) the basis of that eigenspace is whatever the eigensolver
-    returns for the matrix, and a padded matrix would give another one. Isolated atoms follow the
-    reference (D + 1e-8 in the inverse square root). Each eigenvector's sign is chosen so that
-    the sum of its cubed entries is positive: a permutation-invariant rule, so that reordering
-    the atoms of a graph without repeated eigenvalues reorders its encoding exactly (the
-    reference keeps whatever sign the eigensolver returns).
-    """
-    n = adjacency.shape[-1]
-    a = adjacency.double() * (mask[:, :, None] & mask[:, None, :])
-    d = (a.sum(-1) + 1e-8).rsqrt()
-    laplacian = torch.eye(n, dtype=a.dtype, device=a.device) - d[:, :, None] * a * d[:, None, :]
-    sizes = mask.sum(-1)
-    vectors = torch.zeros_like(laplacian)
-    for size in sizes.unique().tolist():
-        same = (sizes == size).nonzero(as_tuple=True)[0]
-        _, block = torch.linalg.eigh(laplacian[same, :size, :size])
-        vectors[same, :size, :size] = block
-    signs = torch.where((vectors**3).sum(1, keepdim=True) < 0, -1.0, 1.0).to(vectors)
-    return (vectors * signs).to(adjacency.dtype)
 
 
 class CoordinateHead(nn.Module):
@@ -204,10 +181,18 @@ class ReBind(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
+    @staticmethod
+    def data_transforms(hparams: dict) -> list:
+        """The Laplacian eigenvectors of each molecule, computed once with the data."""
+        return [LaplacianEigenvectors()]
+
     def _positional_encoding(
-        self, bonds: torch.Tensor, mask: torch.Tensor, d: int, generator: torch.Generator | None
+        self, batch, bonds: torch.Tensor, mask: torch.Tensor, d: int, generator
     ) -> torch.Tensor:
-        vectors = laplacian_eigenvectors(bonds, mask)[..., :d]
+        if LAP_VECTORS in batch:  # attached by the data pipeline (data_transforms)
+            vectors = padded_eigenvectors(batch[LAP_VECTORS], mask).to(bonds.dtype)[..., :d]
+        else:
+            vectors = laplacian_eigenvectors(bonds, mask)[..., :d]
         if generator is not None or (self.training and self.lap_sign_flip):
             shape = (vectors.shape[0], 1, vectors.shape[-1])
             signs = torch.randint(0, 2, shape, generator=generator).to(mask.device)
@@ -236,7 +221,7 @@ class ReBind(nn.Module):
 
         h = self.embedding(features)
         d = h.shape[-1]
-        pe = self._positional_encoding(bonded.to(dtype), mask, d, generator)
+        pe = self._positional_encoding(batch, bonded.to(dtype), mask, d, generator)
         h = _with_encoding(h, pe)
         adjacency = [bonded.to(dtype)]
         for block in self.encoder:

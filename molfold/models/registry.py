@@ -52,6 +52,12 @@ class ModelEntry:
     kind: str
     cls: type[nn.Module]
 
+    def transforms(self, hparams: dict[str, Any]) -> list:
+        """What the model needs attached to each structure besides what its task attaches: its
+        class's ``data_transforms(hparams)``, if any (:mod:`molfold.data.transforms`)."""
+        make = getattr(self.cls, "data_transforms", None)
+        return list(make(hparams)) if make is not None else []
+
     def hyperparameters(self) -> list[str]:
         """The keyword arguments a config may set."""
         parameters = inspect.signature(self.cls.__init__).parameters

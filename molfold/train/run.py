@@ -217,7 +217,8 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     run, entry, hparams, task_cls, settings, optim = _parse_sections(config)
     run_dir = prepare_run_dir(config, run)
     L.seed_everything(run.seed, workers=True, verbose=False)
-    datamodule = DataModule(config["data"], task_cls, settings, hparams, run_dir, run.seed)
+    transforms = task_cls.transforms(hparams) + entry.transforms(hparams)
+    datamodule = DataModule(config["data"], task_cls, settings, transforms, run_dir, run.seed)
     datamodule.setup()
     statistics = datamodule.statistics
     hparams = resolve_statistics(hparams, statistics)
@@ -297,6 +298,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     from molfold.data.datamodule import check_fields, load_structures
     from molfold.data.loaders import make_loader
     from molfold.models.checkpoint import load_model, torch_device
+    from molfold.models.registry import model_entry
     from molfold.tasks.base import task_for_kind
 
     settings = parse(EvalConfig, {k: v for k, v in config.items() if k != "data"}, "")
@@ -305,7 +307,10 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     info = model.model_info
     task_cls = task_for_kind(info["kind"])
     check_fields(task_cls.required_fields, config["data"], task_cls.name)
-    structures = load_structures(config["data"], task_cls.transforms(info["hparams"]))
+    transforms = task_cls.transforms(info["hparams"]) + model_entry(info["name"]).transforms(
+        info["hparams"]
+    )
+    structures = load_structures(config["data"], transforms)
     indices, description = evaluation_indices(settings, config["data"], len(structures))
     loader = make_loader([structures[i] for i in indices], "test", settings.batch_size)
     task = task_cls(model, task_cls.settings_class())
