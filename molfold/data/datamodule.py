@@ -95,6 +95,10 @@ def parse_data_config(values: dict[str, Any]) -> tuple[DataConfig, Any]:
     return config, options
 
 
+PROGRESS_MIN_STRUCTURES = 5000
+"""Transforms over at least this many structures show a progress bar."""
+
+
 def load_structures(values: dict[str, Any], transforms: list | None = None) -> list[Data]:
     """Every structure of the ``data`` section's source (at most ``max_structures``), with
     ``transforms`` applied (:mod:`molfold.data.transforms`).
@@ -124,10 +128,6 @@ def load_structures(values: dict[str, Any], transforms: list | None = None) -> l
     if cache is not None:
         write_structures(structures, cache)
     return structures
-
-
-PROGRESS_MIN_STRUCTURES = 5000
-"""Transforms over at least this many structures show a progress bar."""
 
 
 def check_fields(fields: tuple[str, ...], values: dict[str, Any], task: str) -> None:

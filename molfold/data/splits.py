@@ -70,9 +70,9 @@ def random_split(
     return {name: np.sort(order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLIT_NAMES)}
 
 
-def data_fingerprint(path: str | os.PathLike | None, num_structures: int) -> dict[str, Any]:
-    """What identifies a dataset: its resolved path, its number of structures and a hash of the
-    names, sizes and modification times of its file (or of every file under its folder)."""
+def files_digest(path: str | os.PathLike | None) -> str:
+    """SHA-256 of the names, sizes and modification times of the file ``path`` (or of every file
+    under the folder ``path``); that of nothing for None or a missing path."""
     digest = hashlib.sha256()
     if path is not None and Path(path).exists():
         root = Path(path).resolve()
@@ -81,10 +81,16 @@ def data_fingerprint(path: str | os.PathLike | None, num_structures: int) -> dic
             status = file.stat()
             name = file.name if file == root else str(file.relative_to(root))
             digest.update(f"{name}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def data_fingerprint(path: str | os.PathLike | None, num_structures: int) -> dict[str, Any]:
+    """What identifies a dataset: its resolved path, its number of structures and
+    :func:`files_digest` of its files."""
     return {
         "path": str(Path(path).resolve()) if path is not None else None,
         "num_structures": int(num_structures),
-        "files_sha256": digest.hexdigest(),
+        "files_sha256": files_digest(path),
     }
 
 

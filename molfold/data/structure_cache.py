@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 
 from molfold._version import __version__
 from molfold.data.sources import source
-from molfold.data.splits import data_fingerprint
+from molfold.data.splits import files_digest
 from molfold.io import atomic_write, cache_root
 
 
@@ -36,7 +36,7 @@ def cache_file(config: Any, options: Any, transforms: list) -> Path | None:
     record = {
         "data": selection,
         "options": dataclasses.asdict(options),
-        "files": data_fingerprint(config.path, 0)["files_sha256"] if config.path else None,
+        "files": files_digest(config.path) if config.path else None,
         "source": _source_identity(config, options),
         "transforms": [repr(t) for t in transforms],
         "molfold": __version__,

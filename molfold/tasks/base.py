@@ -20,7 +20,9 @@ Subclasses set :attr:`model_kind` and :attr:`required_fields`, and implement :me
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +30,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from molfold.errors import ConfigError
 from molfold.models.checkpoint import checkpoint_payload
 from molfold.tasks.ema import ExponentialMovingAverage
 from molfold.tasks.metrics import ErrorSums
@@ -231,9 +234,6 @@ class Task(L.LightningModule):
 
 def registered_tasks() -> dict[str, type[Task]]:
     """Every task class in :mod:`molfold.tasks` by its ``name``."""
-    import importlib
-    import pkgutil
-
     import molfold.tasks as package
 
     for module in pkgutil.iter_modules(package.__path__):
@@ -250,8 +250,6 @@ def registered_tasks() -> dict[str, type[Task]]:
 
 def task_class(name: str | None) -> type[Task]:
     """The task registered as ``name``, or a ConfigError listing the tasks there are."""
-    from molfold.errors import ConfigError
-
     tasks = registered_tasks()
     if name not in tasks:
         raise ConfigError(f"unknown task {name!r}; available: {', '.join(sorted(tasks))}")
@@ -260,8 +258,6 @@ def task_class(name: str | None) -> type[Task]:
 
 def task_for_kind(kind: str) -> type[Task]:
     """The task that trains and evaluates models of ``kind``."""
-    from molfold.errors import ConfigError
-
     for cls in registered_tasks().values():
         if cls.model_kind == kind:
             return cls

@@ -206,6 +206,11 @@ def _parse_sections(config: dict[str, Any]):
     return run, entry, model, task, settings, optim
 
 
+def data_transforms(task_cls, entry, hparams: dict[str, Any]) -> list:
+    """What the task and then the model need attached to each structure."""
+    return task_cls.transforms(hparams) + entry.transforms(hparams)
+
+
 def train(config: dict[str, Any]) -> dict[str, float]:
     """Train, test the best checkpoint, write figures and metrics; return the test metrics."""
     import lightning as L
@@ -217,7 +222,7 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     run, entry, hparams, task_cls, settings, optim = _parse_sections(config)
     run_dir = prepare_run_dir(config, run)
     L.seed_everything(run.seed, workers=True, verbose=False)
-    transforms = task_cls.transforms(hparams) + entry.transforms(hparams)
+    transforms = data_transforms(task_cls, entry, hparams)
     datamodule = DataModule(config["data"], task_cls, settings, transforms, run_dir, run.seed)
     datamodule.setup()
     statistics = datamodule.statistics
@@ -307,9 +312,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     info = model.model_info
     task_cls = task_for_kind(info["kind"])
     check_fields(task_cls.required_fields, config["data"], task_cls.name)
-    transforms = task_cls.transforms(info["hparams"]) + model_entry(info["name"]).transforms(
-        info["hparams"]
-    )
+    transforms = data_transforms(task_cls, model_entry(info["name"]), info["hparams"])
     structures = load_structures(config["data"], transforms)
     indices, description = evaluation_indices(settings, config["data"], len(structures))
     loader = make_loader([structures[i] for i in indices], "test", settings.batch_size)
