@@ -3,7 +3,7 @@
 Hydra lives here and nowhere else: overrides are composed with the YAML files in ``configs/``
 into a plain dict, which the training and evaluation code take as their only input.
 Commands: ``train`` (configs/train.yaml), ``eval`` (configs/eval.yaml), ``predict``
-(configs/predict.yaml).
+(configs/predict.yaml), ``data inspect`` (configs/data_inspect.yaml).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ commands:
   train   train a model          molfold train model=allegro data=md17 trainer.max_epochs=10
   eval    evaluate a checkpoint  molfold eval ckpt=runs/x/checkpoints/best.ckpt data.path=file.npz
   predict conformers from SMILES molfold predict smiles="CC(=O)Nc1ccc(O)cc1" output=out.sdf
+  data    inspect a dataset      molfold data inspect data=ase data.path=f.extxyz output=s.json
 
 Config groups and defaults live in {configs}; `molfold <command> --cfg` prints the composed config.
 """
@@ -82,6 +83,21 @@ def _trainer_overrides(overrides: list[str]) -> list[str]:
     return result
 
 
+def _task_override(command: str, config: Any, overrides: list[str]) -> str | None:
+    """``task=<name>`` when the model's kinds and the data pick another task than the composed
+    one (:func:`molfold.tasks.selection.task_for_data`: Equiformer on MD17 is a potential, on QM9
+    targets a property model), unless the command line names the task."""
+    if command != "train" or any(o.split("=", 1)[0].lstrip("+~") == "task" for o in overrides):
+        return None
+    from omegaconf import OmegaConf
+
+    from molfold.tasks.selection import task_for_data
+
+    plain = OmegaConf.to_container(config, resolve=True)
+    chosen = task_for_data(plain["model"]["name"], plain["data"]).name
+    return None if chosen == plain["task"]["name"] else f"task={chosen}"
+
+
 RAW_KEYS = {"predict": ("smiles", "name")}
 """Keys whose values are taken verbatim, not parsed by Hydra: SMILES hold ``()=#[]``."""
 
@@ -106,10 +122,32 @@ def compose(command: str, overrides: list[str]) -> dict[str, Any]:
     try:
         with initialize_config_dir(str(folder), version_base=None):
             config = hydra_compose(command, overrides=overrides)
+            task = _task_override(command, config, overrides)
+            if task is not None:
+                config = hydra_compose(command, overrides=[*overrides, task])
         return {**OmegaConf.to_container(config, resolve=True, throw_on_missing=True), **raw}
     except (HydraException, OmegaConfBaseException) as error:
         message = str(error).split("\n")[0]
-        raise ConfigError(f"bad configuration for `molfold {command}`: {message}") from error
+        shown = command.replace("_", " ")  # data_inspect: `molfold data inspect`
+        raise ConfigError(f"bad configuration for `molfold {shown}`: {message}") from error
+
+
+DATA_SUBCOMMANDS = ("inspect",)
+"""``molfold data <subcommand>``: each composes configs/data_<subcommand>.yaml."""
+
+
+def _config_name(command: str, overrides: list[str]) -> tuple[str, list[str]]:
+    """The config that ``command`` composes and its overrides: ``data inspect k=v`` composes
+    ``data_inspect`` with ``k=v``; ConfigError for a missing or unknown subcommand."""
+    if command != "data":
+        return command, overrides
+    if not overrides or overrides[0] not in DATA_SUBCOMMANDS:
+        given = f"unknown subcommand {overrides[0]!r}" if overrides else "no subcommand given"
+        raise ConfigError(
+            f"{given}; usage: molfold data {'|'.join(DATA_SUBCOMMANDS)} data=<group> "
+            "data.path=... [output=FILE.json]"
+        )
+    return f"data_{overrides[0]}", overrides[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,18 +156,23 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE.format(configs=config_dir()))
         return 0
     command, overrides = argv[0], argv[1:]
-    if command not in ("train", "eval", "predict"):
+    if command not in ("train", "eval", "predict", "data"):
         print(f"molfold: unknown command {command!r}\n\n" + USAGE.format(configs=config_dir()))
         return 2
     try:
+        name, overrides = _config_name(command, overrides)
         if "--cfg" in overrides:
             import yaml
 
-            config = compose(command, [o for o in overrides if o != "--cfg"])
+            config = compose(name, [o for o in overrides if o != "--cfg"])
             print(yaml.safe_dump(config, sort_keys=False))
             return 0
-        config = compose(command, overrides)
-        if command == "train":
+        config = compose(name, overrides)
+        if command == "data":
+            from molfold.data.inspect import run
+
+            run(config)
+        elif command == "train":
             from molfold.train.run import train
 
             train(config)

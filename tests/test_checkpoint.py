@@ -35,8 +35,8 @@ def saved(tmp_path):
 
 
 def test_every_model_registers_its_kind():
-    kinds = {name: entry.kind for name, entry in registered_models().items()}
-    assert kinds == {"allegro": "potential", "rebind": "conformer"}
+    kinds = {(entry.name, entry.kind) for entry in registered_models()}
+    assert {("allegro", "potential"), ("rebind", "conformer")} <= kinds
 
 
 def test_checkpoint_records_versions_and_rebuilds_the_model(saved, ethanol):

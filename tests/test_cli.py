@@ -126,7 +126,7 @@ def test_existing_run_is_not_overwritten(trained_run, capsys):
         ("+optim.scheduler.warmup_fraction=0.1", "unknown key optim.scheduler.warmup_fraction"),
         ("+loss.energy_weight=2", "unknown key(s) loss"),
         ("+task.c_rmsd=true", "unknown key task.c_rmsd"),
-        ("task=conformer", "model=allegro is a potential model; task=conformer trains conformer"),
+        ("task=conformer", "model=allegro is a potential model, not a conformer model"),
         ("task.energy_shifts=median", "energy_shifts must be mean_per_atom or least_squares"),
         ("data=qm9", "gives no energy"),
     ],

@@ -76,7 +76,7 @@ def test_ema_is_honoured_for_conformer_models(conformer_run):
         ("model.equivariant={num_layers: 2}", "equivariant"),
         ("+model.no_such_key=1", "unknown key(s) model.no_such_key for model 'rebind'"),
         ("+task.energy_weight=1", "unknown key task.energy_weight"),
-        ("task=potential", "model=rebind is a conformer model; task=potential trains potential"),
+        ("task=potential", "model=rebind is a conformer model, not a potential model"),
         ("data=md17", "gives no bond_index, bond_type, formal_charge"),
     ],
 )

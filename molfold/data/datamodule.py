@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from molfold.config import parse
 from molfold.data.loaders import make_loader
 from molfold.data.sources import source
 from molfold.data.splits import (
+    SPLIT_RNGS,
     data_fingerprint,
     random_split,
     save_split,
@@ -64,6 +66,9 @@ class DataConfig:
     n_val: Size = None
     n_test: Size = None
     split_seed: int = 0
+    split_rng: str = "torch"
+    """``torch`` or ``numpy`` (TorchMD-Net's and Equiformer's QM9 split):
+    :func:`molfold.data.splits.permutation`."""
     batch_size: int = 5
     val_batch_size: int = 50
     num_workers: int = 0
@@ -74,6 +79,8 @@ class DataConfig:
                 f"batch_size and val_batch_size must be >= 1, got {self.batch_size}, "
                 f"{self.val_batch_size}"
             )
+        if self.split_rng not in SPLIT_RNGS:
+            raise ValueError(f"split_rng must be one of {', '.join(SPLIT_RNGS)}")
         if self.num_workers < 0 or (self.max_structures is not None and self.max_structures < 1):
             raise ValueError("num_workers must be >= 0 and max_structures null or >= 1")
 
@@ -99,12 +106,48 @@ PROGRESS_MIN_STRUCTURES = 5000
 """Transforms over at least this many structures show a progress bar."""
 
 
-def load_structures(values: dict[str, Any], transforms: list | None = None) -> list[Data]:
+class LazyStructures(Sequence):
+    """The structures of a lazy source (too many to hold in memory, OC20) with ``transforms``
+    applied to each when it is read; ``indices`` selects a subset (a split) without reading."""
+
+    def __init__(
+        self, base: Sequence, transforms: list, name: str, indices: Sequence[int] | None = None
+    ) -> None:
+        self.base, self.transforms, self.name = base, list(transforms), name
+        self.indices = range(len(base)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Data:
+        index = int(self.indices[k])
+        data = self.base[index]
+        for transform in self.transforms:
+            data = transform(data, f"{self.name} structure {index}")
+        return data
+
+    def subset(self, indices: Sequence[int]) -> LazyStructures:
+        return LazyStructures(
+            self.base, self.transforms, self.name, [self.indices[i] for i in indices]
+        )
+
+
+def select(structures: Sequence[Data], indices: Sequence[int]) -> Sequence[Data]:
+    """The structures at ``indices``: a list, or a lazy view of a lazy source."""
+    if isinstance(structures, LazyStructures):
+        return structures.subset(indices)
+    return [structures[i] for i in indices]
+
+
+def load_structures(
+    values: dict[str, Any], transforms: list | None = None
+) -> list[Data] | LazyStructures:
     """Every structure of the ``data`` section's source (at most ``max_structures``), with
     ``transforms`` applied (:mod:`molfold.data.transforms`).
 
     When a transform has a ``cache_version`` (it is costly), the transformed structures are
-    cached (:mod:`molfold.data.structure_cache`).
+    cached (:mod:`molfold.data.structure_cache`). A lazy source gives
+    :class:`LazyStructures`, which reads and transforms a structure when it is indexed.
     """
     config, options = parse_data_config(values)
     if config.path is not None and not Path(config.path).exists():
@@ -117,8 +160,10 @@ def load_structures(values: dict[str, Any], transforms: list | None = None) -> l
             return structures
     structures = source(config.format).load(config.path, options, config.max_structures)
     name = config.path or config.format
-    if not structures:
+    if not len(structures):
         raise DataError(f"{name} holds no structures")
+    if not isinstance(structures, list):
+        return LazyStructures(structures, transforms, name)
     for transform in transforms:
         label = type(transform).__name__
         quiet = len(structures) < PROGRESS_MIN_STRUCTURES
@@ -130,13 +175,19 @@ def load_structures(values: dict[str, Any], transforms: list | None = None) -> l
     return structures
 
 
+def data_fields(values: dict[str, Any]) -> tuple[str, ...]:
+    """The graph fields every structure of the ``data`` section's source carries."""
+    _, options = parse_data_config(values)
+    return source(values.get("format")).fields(options)
+
+
 def check_fields(fields: tuple[str, ...], values: dict[str, Any], task: str) -> None:
     """ConfigError, before anything is read, if the ``data`` section's source does not give a
     field that ``task`` trains on; the message names the models that fit the data."""
     from molfold.models.registry import registered_models
     from molfold.tasks.base import registered_tasks
 
-    provides = source(values.get("format")).provides
+    provides = data_fields(values)
     missing = [name for name in fields if name not in provides]
     if not missing:
         return
@@ -145,7 +196,7 @@ def check_fields(fields: tuple[str, ...], values: dict[str, Any], task: str) -> 
         for cls in registered_tasks().values()
         if set(cls.required_fields) <= set(provides)
     }
-    models = sorted(e.name for e in registered_models().values() if e.kind in fitting)
+    models = sorted({e.name for e in registered_models() if e.kind in fitting})
     hint = f"; models that fit it: {', '.join(f'model={m}' for m in models)}" if models else ""
     raise ConfigError(
         f"data.format={values.get('format')} gives no {', '.join(missing)}, which task {task!r} "
@@ -228,7 +279,9 @@ class DataModule(L.LightningDataModule):
             split = saved_split(split_file, fingerprint, request)
             if split is None:
                 c = self.config
-                split = random_split(len(self.items), c.n_train, c.n_val, c.n_test, c.split_seed)
+                split = random_split(
+                    len(self.items), c.n_train, c.n_val, c.n_test, c.split_seed, c.split_rng
+                )
                 save_split(split, split_file, fingerprint, request)
         else:
             wait_for(split_file.exists, split_file)
@@ -238,7 +291,9 @@ class DataModule(L.LightningDataModule):
         if primary:
             self.statistics = {
                 "data": self.config.name or self.config.format,
-                **self.task.fit_statistics(self.subset("train"), self.task_settings),
+                **self.task.fit_statistics(
+                    self.subset("train"), self.task_settings, self.target_units()
+                ),
             }
             record = {"split": split_id, "statistics": self.statistics}
             atomic_write(statistics_file, json.dumps(record, indent=2))
@@ -253,9 +308,14 @@ class DataModule(L.LightningDataModule):
             self.statistics = json.loads(statistics_file.read_text())["statistics"]
         self.task.check_statistics(self.statistics, self.items)
 
-    def subset(self, name: str) -> list[Data]:
+    def target_units(self) -> list[tuple[str, str]]:
+        """Name and unit of each graph target the source gives (none for most)."""
+        _, options = parse_data_config(self.values)
+        return source(self.config.format).target_units(options)
+
+    def subset(self, name: str) -> Sequence[Data]:
         assert self.items is not None, "call setup() first"
-        return [self.items[i] for i in self.split[name]]
+        return select(self.items, self.split[name])
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches each process takes per epoch."""

@@ -16,6 +16,16 @@ field              shape       unit         meaning
 ``energy``         [1]         eV           total energy
 ``forces``         [N, 3]      eV/Angstrom  forces, -dE/dpos
 ``stress``         [1, 3, 3]   eV/A^3       stress, (1/V) dE/d(strain)
+``tags``           [N]         --           OC20 atom role (int64): 0 sub-surface, 1 surface,
+                                            2 adsorbate
+``fixed``          [N]         --           atom held fixed in the DFT relaxation (bool)
+``sid``            [1]         --           OC20 system id (int64; -1 when absent)
+``fid``            [1]         --           OC20 frame id in the system's relaxation (int64;
+                                            -1 when absent)
+``target``         [1, T]      per target   graph-level targets of a property model (OC20
+                                            IS2RE: T = 1, relaxed adsorption energy, eV)
+``energy_init``    [1]         eV           OC20 IS2RE: energy of the initial structure
+``pos_relaxed``    [N, 3]      Angstrom     OC20 IS2RE: positions after relaxation
 =================  ==========  ===========  ===============================================
 
 Cell shifts are kept in integer cell units rather than Angstrom so that edge vectors are a
@@ -46,6 +56,13 @@ POS_INTERMEDIATE = "pos_intermediate"  # [N, 3] Angstrom, a two-stage conformer 
 ATOM_FEATURES = "atom_features"  # [N, 9] categorical atom features (molfold.data.molgraph)
 BOND_INDEX = "bond_index"  # [2, 2B] bonds of the 2D molecular graph, both directions
 BOND_TYPE = "bond_type"  # [2B] 1 single, 2 double, 3 triple, 4 aromatic
+TAGS = "tags"  # [N] int64, OC20 atom role: 0 sub-surface, 1 surface, 2 adsorbate
+FIXED = "fixed"  # [N] bool, atom fixed in the DFT relaxation
+SID = "sid"  # [1] int64, OC20 system id (-1: absent)
+FID = "fid"  # [1] int64, OC20 frame id within the system's relaxation (-1: absent)
+TARGET = "target"  # [1, T] (batched: [B, T]) graph-level targets; OC20 IS2RE: T = 1, eV
+ENERGY_INIT = "energy_init"  # [1] eV, OC20 IS2RE energy of the initial structure
+POS_RELAXED = "pos_relaxed"  # [N, 3] Angstrom, OC20 IS2RE relaxed positions
 
 
 def edge_vectors(data: Data) -> torch.Tensor:

@@ -103,8 +103,12 @@ def add_radius_graph(
 
     Raises :class:`DataError`, naming ``where``, for atoms closer than :data:`MIN_DISTANCE` and,
     unless ``allow_isolated``, atoms with no neighbour inside ``r_max`` (a dissociating atom in a
-    simulation is legitimate; in a training set it is usually an error).
+    simulation is legitimate; in a training set it is usually an error). A molecule without a
+    cell (QM9, GEOM) gets the zero cell and no periodicity.
     """
+    if G.CELL not in data:
+        data[G.CELL] = torch.zeros(1, 3, 3, dtype=data[G.POS].dtype)
+        data[G.PBC] = torch.zeros(1, 3, dtype=torch.bool)
     pos = data[G.POS].detach().cpu().double().numpy()
     cell = data[G.CELL].reshape(3, 3).detach().cpu().double().numpy()
     pbc = data[G.PBC].reshape(3).cpu().numpy()

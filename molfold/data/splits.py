@@ -1,11 +1,14 @@
 """Train / validation / test splits: one seeded function, saved with a fingerprint of the data.
 
 :func:`random_split` draws every split in molfold (MD17, ASE files, QM9, GEOM, ...): one seeded
-permutation (``torch.randperm`` with a ``torch.Generator`` seeded by ``split_seed``), of which the
-first ``n_train`` items train, the next ``n_val`` validate and the next ``n_test`` (or all the
-rest) test. Each size is a count (an integer) or a fraction of the dataset (a number below 1,
-rounded); the data configs hold the papers' sizes (MD17: 950 / 50 as the Allegro example; QM9:
-110,000 / 10,000 / rest as GTMGC and ReBind; GEOM: 80 / 10 / 10 %).
+permutation, of which the first ``n_train`` items train, the next ``n_val`` validate and the next
+``n_test`` (or all the rest) test. The permutation is ``torch.randperm`` with a ``torch.Generator``
+seeded by ``split_seed`` (``split_rng: torch``, the default), or
+``numpy.random.default_rng(split_seed).permutation`` (``split_rng: numpy``), the split of TorchMD-
+Net and of Equiformer's QM9 (seed 1), so that the same molecules test. Each size is a count (an
+integer) or a fraction of the dataset (a number below 1, rounded); the data configs hold the papers'
+sizes (MD17: 950 / 50 as the Allegro example; QM9: 110,000 / 10,000 / rest as GTMGC and ReBind;
+GEOM: 80 / 10 / 10 %).
 
 A run saves its split to ``<run_dir>/split.npz`` together with what it was drawn from
 (:func:`data_fingerprint`: the source path, the number of structures and a hash of the files'
@@ -44,8 +47,26 @@ def _count(size: Size, total: int, name: str) -> int | None:
     return int(size)
 
 
+SPLIT_RNGS = ("torch", "numpy")
+
+
+def permutation(num_structures: int, seed: int, rng: str = "torch") -> np.ndarray:
+    """A seeded permutation of ``range(num_structures)`` (see the module docstring)."""
+    if rng == "numpy":
+        return np.random.default_rng(int(seed)).permutation(num_structures)
+    if rng != "torch":
+        raise ConfigError(f"data.split_rng must be one of {', '.join(SPLIT_RNGS)}, got {rng!r}")
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(num_structures, generator=generator).numpy()
+
+
 def random_split(
-    num_structures: int, n_train: Size, n_val: Size, n_test: Size = None, seed: int = 0
+    num_structures: int,
+    n_train: Size,
+    n_val: Size,
+    n_test: Size = None,
+    seed: int = 0,
+    rng: str = "torch",
 ) -> dict[str, np.ndarray]:
     """Disjoint, sorted train/val/test indices (see the module docstring).
 
@@ -64,8 +85,7 @@ def random_split(
             "data.n_train / data.n_val / data.n_test (counts, or fractions below 1)"
         )
     test = rest if test is None else test
-    order = torch.randperm(num_structures, generator=torch.Generator().manual_seed(int(seed)))
-    order = order.numpy()
+    order = permutation(num_structures, seed, rng)
     bounds = np.cumsum([0, train, val, test])
     return {name: np.sort(order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLIT_NAMES)}
 
@@ -96,7 +116,10 @@ def data_fingerprint(path: str | os.PathLike | None, num_structures: int) -> dic
 
 def split_request(data_config: dict[str, Any]) -> dict[str, Any]:
     """The sizes and seed a data config asks for (stored with the split)."""
-    return {key: data_config.get(key) for key in ("n_train", "n_val", "n_test", "split_seed")}
+    request = {key: data_config.get(key) for key in ("n_train", "n_val", "n_test", "split_seed")}
+    if data_config.get("split_rng", "torch") != "torch":  # splits saved before it keep matching
+        request["split_rng"] = data_config["split_rng"]
+    return request
 
 
 def save_split(split: dict[str, np.ndarray], path: Path, fingerprint: dict, request: dict) -> None:

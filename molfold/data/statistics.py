@@ -1,5 +1,5 @@
-"""Training-set statistics that set a potential's scale: per-species energy shifts, force RMS,
-average number of neighbours.
+"""Training-set statistics that set a model's scale: per-species energy shifts, force RMS,
+average numbers of neighbours and atoms, target means and standard deviations.
 
 These are computed from the training split only, once, and stored in the checkpoint. Their names
 are what configs interpolate, ``${statistics:avg_num_neighbors}`` (resolved by
@@ -108,7 +108,42 @@ def fit_statistics(graphs: Sequence[Data], energy_shifts: str = "mean_per_atom")
         "energy_scale": float(scale),
         "energy_shift_method": energy_shifts,
         "per_atom_energy_mean": per_atom_energy_mean(graphs),
+        **structure_statistics(graphs),
+    }
+
+
+def structure_statistics(graphs: Sequence[Data]) -> dict:
+    """What every model's scale is set from: ``species``, ``avg_num_neighbors`` (edges per
+    atom), ``avg_num_atoms`` (atoms per structure, Equiformer's readout divisor) and
+    ``num_structures`` of a training set (with its edges attached)."""
+    if len(graphs) == 0:
+        raise DataError("the training set is empty")
+    return {
+        "species": species_of(graphs),
         "avg_num_neighbors": average_num_neighbors(graphs),
         "num_structures": len(graphs),
         "avg_num_atoms": float(np.mean([g.num_nodes for g in graphs])),
+    }
+
+
+def target_statistics(
+    graphs: Sequence[Data], names: Sequence[str], units: Sequence[str], standardize: bool = True
+) -> dict:
+    """Names, units, and the mean and standard deviation over ``graphs`` of each column of the
+    ``target`` field ([1, T] per structure), as :class:`~molfold.models.property.PropertyModel`
+    takes them; ``standardize=False`` gives means 0 and stds 1 (a target trained as it is)."""
+    if any(G.TARGET not in graph for graph in graphs):
+        raise DataError("every training structure needs its target")
+    values = np.concatenate([graph[G.TARGET].double().reshape(1, -1).numpy() for graph in graphs])
+    if values.shape[1] != len(names):
+        raise DataError(f"the structures carry {values.shape[1]} targets, expected {list(names)}")
+    means, stds = values.mean(axis=0), values.std(axis=0)
+    if not standardize:
+        means, stds = np.zeros_like(means), np.ones_like(stds)
+    stds = np.where(stds > 0, stds, 1.0)
+    return {
+        "names": list(names),
+        "units": list(units),
+        "means": [float(m) for m in means],
+        "stds": [float(s) for s in stds],
     }

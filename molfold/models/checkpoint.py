@@ -117,12 +117,16 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved in ``path`` (by ``molfold train`` or :func:`save_model`), in eval
-    mode on ``device``: a :class:`~molfold.models.potential.Potential` for potentials, the model
-    itself for the other kinds. No config file is needed."""
+    mode on ``device``, as :func:`~molfold.models.registry.build_model` builds it for its kind
+    (a :class:`~molfold.models.potential.Potential` for potentials). No config file is needed."""
     payload = read_checkpoint(path, "cpu")
     try:
         model = build_model(
-            payload["name"], payload["hparams"], payload["statistics"], payload["dtype"]
+            payload["name"],
+            payload["hparams"],
+            payload["statistics"],
+            payload["dtype"],
+            payload.get("kind"),
         )
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}") from None

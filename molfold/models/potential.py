@@ -23,9 +23,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from molfold.data import graph as G
-from molfold.errors import UnknownElementError
-
-MAX_Z = 118
+from molfold.models.species import SpeciesTypes
 
 
 class Potential(nn.Module):
@@ -47,20 +45,13 @@ class Potential(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.species = [int(z) for z in species]
-        if len(set(self.species)) != len(self.species) or not all(
-            1 <= z <= MAX_Z for z in self.species
-        ):
-            raise ValueError(f"species must be distinct atomic numbers, got {self.species}")
-        type_of_z = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
-        type_of_z[self.species] = torch.arange(len(self.species))
-        self.register_buffer("type_of_z", type_of_z, persistent=False)
+        self.types = SpeciesTypes(species)
         # float64 whatever the model dtype: total energies of ~1e3-1e5 eV need it for meV accuracy
         self.register_buffer(
-            "scales", torch.ones(len(species), dtype=torch.float64) * torch.as_tensor(scales)
+            "scales", torch.ones(len(self.species), dtype=torch.float64) * torch.as_tensor(scales)
         )
         self.register_buffer(
-            "shifts", torch.zeros(len(species), dtype=torch.float64) + torch.as_tensor(shifts)
+            "shifts", torch.zeros(len(self.species), dtype=torch.float64) + torch.as_tensor(shifts)
         )
 
     @property
@@ -74,19 +65,14 @@ class Potential(nn.Module):
             return tensor.dtype
         return torch.get_default_dtype()
 
+    @property
+    def species(self) -> list[int]:
+        """Atomic numbers the model knows; ``species[t]`` is type index t."""
+        return self.types.species
+
     def atom_types(self, z: torch.Tensor) -> torch.Tensor:
         """Type indices [N] of atomic numbers [N]; :class:`UnknownElementError` for the others."""
-        types = self.type_of_z[z.clamp(0, MAX_Z)]
-        if bool((types < 0).any()):
-            from ase.data import chemical_symbols
-
-            unknown = sorted({int(v) for v in z[types < 0]})
-            names = ", ".join(chemical_symbols[v] if 0 < v <= MAX_Z else str(v) for v in unknown)
-            known = ", ".join(chemical_symbols[v] for v in self.species)
-            raise UnknownElementError(
-                f"the model was not trained on element(s) {names}; it knows only {known}"
-            )
-        return types
+        return self.types(z)
 
     def forward(
         self, data: Data, compute_forces: bool = True, compute_stress: bool = False

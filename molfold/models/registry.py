@@ -10,7 +10,9 @@ kind           the model                                       built by :func:`b
                (``model(data, atom_types) -> [N]``)            .Potential` around it: energy,
                                                                forces and stress, per-species
                                                                scale and shift
-``property``   graph or atom targets of a 3D structure         the model itself
+``property``   graph targets (standardised) and per-atom       :class:`~molfold.models.property
+               vectors of a 3D structure                       .PropertyModel` around it:
+               (``model(data, atom_types) -> dict``)           species, target means and stds
 ``conformer``  coordinates from a 2D molecular graph           the model itself
 =============  =============================================  ===================================
 
@@ -20,9 +22,10 @@ Register a model class where it is defined::
     class Allegro(nn.Module): ...
 
 Its constructor's keyword arguments are its hyperparameters: the keys of its ``configs/model/``
-file. A potential's constructor also takes ``num_types`` (the number of species), which the
-builder supplies from the dataset statistics. Every module of :mod:`molfold.models` is imported
-on the first lookup, so a new model file needs no other edit.
+file. A potential's or property model's constructor also takes ``num_types`` (the number of
+species), and a property model's ``num_targets``, which the builder supplies from the dataset
+statistics. One name may be registered once per kind (Equiformer is both). Every module of
+:mod:`molfold.models` is imported on the first lookup, so a new model file needs no other edit.
 """
 
 from __future__ import annotations
@@ -61,21 +64,26 @@ class ModelEntry:
     def hyperparameters(self) -> list[str]:
         """The keyword arguments a config may set."""
         parameters = inspect.signature(self.cls.__init__).parameters
-        return sorted(p for p in parameters if p not in ("self", "num_types"))
+        return sorted(p for p in parameters if p not in ("self", "num_types", "num_targets"))
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: dict[tuple[str, str], ModelEntry] = {}
 
 
 def register(name: str, kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator that registers a model under ``name`` as a model of ``kind``."""
+    """Class decorator that registers a model under ``name`` as a model of ``kind``.
+
+    One name may be registered once per kind (Equiformer is a potential and a property model):
+    the task, chosen from the data, then picks the entry (:func:`model_entry`).
+    """
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
 
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
-            raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, kind, cls)
+        key = (name, kind)
+        if key in _REGISTRY and _REGISTRY[key].cls is not cls:
+            raise ValueError(f"model name {name!r} is registered twice as a {kind} model")
+        _REGISTRY[key] = ModelEntry(name, kind, cls)
         return cls
 
     return decorate
@@ -88,18 +96,34 @@ def _import_models() -> None:
         importlib.import_module(f"{package.__name__}.{module.name}")
 
 
-def registered_models() -> dict[str, ModelEntry]:
-    """Every registered model by name."""
+def registered_models() -> list[ModelEntry]:
+    """Every registered model entry (one per name and kind), sorted by name and kind."""
     _import_models()
-    return dict(_REGISTRY)
+    return [_REGISTRY[key] for key in sorted(_REGISTRY)]
 
 
-def model_entry(name: str) -> ModelEntry:
-    """The registry entry of ``name``, or a ConfigError listing the models there are."""
+def model_kinds(name: str) -> tuple[str, ...]:
+    """The kinds ``name`` is registered as, in the order of :data:`KINDS`; a ConfigError
+    listing the models there are when there is no model ``name``."""
     models = registered_models()
-    if name not in models:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(models))}")
-    return models[name]
+    kinds = tuple(k for k in KINDS if (name, k) in _REGISTRY)
+    if not kinds:
+        names = sorted({entry.name for entry in models})
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(names)}")
+    return kinds
+
+
+def model_entry(name: str, kind: str | None = None) -> ModelEntry:
+    """The registry entry of ``name`` as a ``kind`` model (None: its only kind), or a
+    ConfigError naming what there is."""
+    kinds = model_kinds(name)
+    if kind is None:
+        if len(kinds) > 1:
+            raise ConfigError(f"model {name!r} is a {' and a '.join(kinds)} model: name the kind")
+        kind = kinds[0]
+    if kind not in kinds:
+        raise ConfigError(f"model={name} is a {' and a '.join(kinds)} model, not a {kind} model")
+    return _REGISTRY[(name, kind)]
 
 
 def build_model(
@@ -107,15 +131,19 @@ def build_model(
     hparams: dict[str, Any],
     statistics: dict[str, Any] | None = None,
     dtype: str = "float32",
+    kind: str | None = None,
 ) -> nn.Module:
-    """The model registered as ``name`` with hyperparameters ``hparams``, in ``dtype``.
+    """The ``kind`` model (None: its only kind) registered as ``name`` with hyperparameters
+    ``hparams``, in ``dtype``.
 
     Potentials are wrapped in :class:`~molfold.models.potential.Potential` with the ``species``,
-    ``energy_scale`` and ``energy_shifts`` of ``statistics``. The returned module carries
+    ``energy_scale`` and ``energy_shifts`` of ``statistics``; property models in
+    :class:`~molfold.models.property.PropertyModel` with the ``species`` and the ``targets``
+    (names, means and standard deviations) of ``statistics``. The returned module carries
     ``model_info``: its name, kind, hyperparameters, dtype and the statistics, everything
     :func:`molfold.models.checkpoint.save_model` needs to rebuild it.
     """
-    entry = model_entry(name)
+    entry = model_entry(name, kind)
     if dtype not in DTYPES:
         raise ConfigError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     unknown = sorted(set(hparams) - set(entry.hyperparameters()))
@@ -140,6 +168,19 @@ def build_model(
                 statistics.get("energy_scale", 1.0),
                 statistics.get("energy_shifts", 0.0),
             )
+        elif entry.kind == "property":
+            from molfold.models.property import PropertyModel
+
+            species = statistics.get("species")
+            targets = statistics.get("targets")
+            if not species or not targets:
+                raise ConfigError(
+                    f"building property model {name!r} needs the species and targets it models"
+                )
+            network = entry.cls(
+                num_types=len(species), num_targets=len(targets["names"]), **hparams
+            )
+            model = PropertyModel(network.to(DTYPES[dtype]), species, **targets)
         else:
             model = entry.cls(**hparams).to(DTYPES[dtype])
     except (TypeError, ValueError) as error:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,8 +84,11 @@ class Task(L.LightningModule):
 
     # --- what a subclass supplies -----------------------------------------------------------
     @classmethod
-    def fit_statistics(cls, graphs: list, settings: Any = None) -> dict[str, Any]:
-        """Training-set statistics the model is built with (stored in its checkpoint)."""
+    def fit_statistics(
+        cls, graphs: Sequence, settings: Any = None, targets: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
+        """Training-set statistics the model is built with (stored in its checkpoint);
+        ``targets``: name and unit of each column of the structures' ``target`` field."""
         return {}
 
     @classmethod

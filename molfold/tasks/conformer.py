@@ -11,6 +11,7 @@ All in Angstrom.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,9 @@ class ConformerTask(Task):
         return [MolecularGraph()]
 
     @classmethod
-    def fit_statistics(cls, graphs: list, settings: Any = None) -> dict[str, Any]:
+    def fit_statistics(
+        cls, graphs: Sequence, settings: Any = None, targets: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
         elements = sorted({int(z) for graph in graphs for z in graph[G.Z].unique()})
         return {"elements": elements, "num_structures": len(graphs)}
 

@@ -6,10 +6,13 @@ Energies enter per atom, so the weights do not depend on system size (nequip/All
 ``PerAtomMSELoss``, weights 1:1 in their tutorials). Units: eV^2/atom^2, eV^2/A^2, eV^2/A^6.
 Metrics are reported in meV (energy per structure, as the MD17 literature), meV/atom and meV/A;
 ``loss`` is the same weighted sum over the whole split, so it does not depend on batching.
+Where the data marks atoms as fixed (OC20's sub-surface slab layers), forces enter the loss and
+the metrics on free atoms only, as fairchem does (``forces_on: free``, the default).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +40,17 @@ class PotentialSettings:
     """Per-species energy shifts: ``mean_per_atom`` (the reference's default: every species the
     mean energy per atom of the training set) or ``least_squares`` (a per-element fit, which
     needs several compositions to mean anything)."""
+    forces_on: str = "free"
+    """Atoms whose forces enter the loss and the metrics: ``free`` (fairchem's
+    ``train_on_free_atoms`` and ``eval_on_free_atoms``: atoms not held fixed, where the data
+    marks fixed atoms, as OC20's slabs) or ``all``."""
 
     def __post_init__(self) -> None:
         weights = (self.energy_weight, self.forces_weight, self.stress_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise ValueError(f"loss weights must be >= 0 and not all zero, got {list(weights)}")
+        if self.forces_on not in ("free", "all"):
+            raise ValueError(f"forces_on must be free or all, got {self.forces_on!r}")
         if self.energy_shifts not in ("mean_per_atom", "least_squares"):
             raise ValueError(
                 f"energy_shifts must be mean_per_atom or least_squares, got {self.energy_shifts!r}"
@@ -79,7 +88,12 @@ class PotentialTask(Task):
     gradients_in_evaluation = True
 
     @classmethod
-    def fit_statistics(cls, graphs: list, settings: PotentialSettings | None = None) -> dict:
+    def fit_statistics(
+        cls,
+        graphs: Sequence,
+        settings: PotentialSettings | None = None,
+        targets: Sequence[tuple[str, str]] = (),
+    ) -> dict:
         method = (settings or PotentialSettings()).energy_shifts
         return fit_statistics(graphs, energy_shifts=method)
 
@@ -104,10 +118,19 @@ class PotentialTask(Task):
             errors["energy"] = energy - batch[G.ENERGY].reshape(-1).to(energy)
             atoms = torch.bincount(batch[G.BATCH], minlength=batch.num_graphs).to(energy)
             errors["energy_per_atom"] = errors["energy"] / atoms
-        for name in (G.FORCES, G.STRESS):
-            if name in batch and name in outputs:
-                errors[name] = outputs[name] - batch[name].to(outputs[name])
+        if G.FORCES in batch and G.FORCES in outputs:
+            free = self._force_mask(batch)
+            forces = outputs[G.FORCES][free]
+            errors[G.FORCES] = forces - batch[G.FORCES][free].to(forces)
+        if G.STRESS in batch and G.STRESS in outputs:
+            errors[G.STRESS] = outputs[G.STRESS] - batch[G.STRESS].to(outputs[G.STRESS])
         return errors
+
+    def _force_mask(self, batch) -> torch.Tensor:
+        """Atoms [N] (bool) whose forces count: see :attr:`PotentialSettings.forces_on`."""
+        if self.settings.forces_on == "free" and G.FIXED in batch:
+            return ~batch[G.FIXED].bool()
+        return torch.ones(batch[G.Z].shape[0], dtype=torch.bool, device=batch[G.Z].device)
 
     def loss(self, outputs: dict, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         errors = self._errors(outputs, batch)
@@ -140,21 +163,22 @@ class PotentialTask(Task):
         return metrics
 
     def test_outputs(self, outputs: dict, batch) -> dict[str, torch.Tensor]:
-        return {
-            "energy": outputs[G.ENERGY],
-            "energy_ref": batch[G.ENERGY].reshape(-1),
-            "forces": outputs[G.FORCES],
-            "forces_ref": batch[G.FORCES],
-        }
+        kept = {"energy": outputs[G.ENERGY], "energy_ref": batch[G.ENERGY].reshape(-1)}
+        if G.FORCES in batch:
+            free = self._force_mask(batch)
+            kept["forces"] = outputs[G.FORCES][free]
+            kept["forces_ref"] = batch[G.FORCES][free]
+        return kept
 
     def figures(self, predictions: dict[str, torch.Tensor], run_dir: Path) -> None:
+        """Energies in meV around the reference mean, force components in meV/A."""
         from molfold.train.plots import parity_plot
 
-        arrays = {k: v.double().numpy() for k, v in predictions.items()}
-        parity_plot(
-            arrays["energy"],
-            arrays["energy_ref"],
-            arrays["forces"],
-            arrays["forces_ref"],
-            run_dir / "parity.png",
-        )
+        arrays = {k: EV_TO_MEV * v.double().numpy() for k, v in predictions.items()}
+        offset = arrays["energy_ref"].mean()
+        panels = [
+            (arrays["energy"] - offset, arrays["energy_ref"] - offset, "energy - mean", "meV")
+        ]
+        if "forces" in arrays:
+            panels.append((arrays["forces"], arrays["forces_ref"], "force component", "meV/A"))
+        parity_plot(panels, run_dir / "parity.png")

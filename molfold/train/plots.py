@@ -18,37 +18,23 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=150, bbox_inches="tight"))
 
 
-def parity_plot(
-    energy: np.ndarray,
-    energy_ref: np.ndarray,
-    forces: np.ndarray,
-    forces_ref: np.ndarray,
-    path: Path,
-) -> None:
-    """Predicted vs reference energies (meV around the mean) and force components (eV/A)."""
+def parity_plot(panels: list[tuple[np.ndarray, np.ndarray, str, str]], path: Path) -> None:
+    """Predicted vs reference values, one panel per ``(predicted, reference, label, unit)``,
+    each titled with its MAE in ``unit`` (the values' own unit)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.6))
-    axes = fig.subplots(1, 2)
-    offset = energy_ref.mean()
-    panels = [
-        (
-            axes[0],
-            (energy_ref - offset) * 1000,
-            (energy - offset) * 1000,
-            "energy - mean (meV)",
-            1.0,
-            "meV",
-        ),
-        (axes[1], forces_ref.ravel(), forces.ravel(), "force component (eV/A)", 1000.0, "meV/A"),
-    ]
-    for ax, ref, pred, label, to_mev, unit in panels:
+    fig = Figure(figsize=(5 * len(panels), 4.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (pred, ref, label, unit) in zip(axes, panels):
+        pred, ref = np.ravel(pred), np.ravel(ref)
         lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         ax.scatter(ref, pred, s=3, alpha=0.4, color="tab:blue", rasterized=True)
-        mae = np.abs(pred - ref).mean() * to_mev
+        mae = np.abs(pred - ref).mean()
         ax.set(
-            xlabel=f"reference {label}", ylabel=f"predicted {label}", title=f"MAE {mae:.3g} {unit}"
+            xlabel=f"reference {label} ({unit})",
+            ylabel=f"predicted {label} ({unit})",
+            title=f"MAE {mae:.3g} {unit}",
         )
         ax.set_aspect("equal")
     fig.suptitle("Test set parity")

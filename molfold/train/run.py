@@ -191,14 +191,12 @@ def _parse_sections(config: dict[str, Any]):
         raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
     run = parse(RunConfig, {k: v for k, v in config.items() if k not in SECTIONS}, "")
     model = dict(config.get("model") or {})
-    entry = model_entry(model.pop("name", None))
     task_values = dict(config.get("task") or {})
     task = task_class(task_values.get("name"))
-    if entry.kind != task.model_kind:
-        raise ConfigError(
-            f"model={entry.name} is a {entry.kind} model; task={task.name} trains "
-            f"{task.model_kind} models"
-        )
+    try:
+        entry = model_entry(model.pop("name", None), task.model_kind)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; task={task.name} trains {task.model_kind} models") from None
     settings = parse(task.settings_class, task_values, "task")
     optim = OptimConfig.from_dict(config.get("optim"))
     parse_data_config(config.get("data") or {})
@@ -227,7 +225,7 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     datamodule.setup()
     statistics = datamodule.statistics
     hparams = resolve_statistics(hparams, statistics)
-    model = build_model(entry.name, hparams, statistics, run.dtype)
+    model = build_model(entry.name, hparams, statistics, run.dtype, entry.kind)
     task = task_cls(model, settings, optim, run.ema_decay)
     trainer = build_trainer(config, run, run_dir)
     items = task_cls.items
@@ -243,7 +241,7 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     metrics = task.test_metrics
     if trainer.is_global_zero:
         title = f"Test metrics ({len(datamodule.split['test'])} {items}, {Path(best).name})"
-        report_metrics(metrics, title, run_dir / "test_metrics.json", task_cls.units)
+        report_metrics(metrics, title, run_dir / "test_metrics.json", task.units)
         task.figures(task.gathered_test_predictions(), run_dir)
         if (run_dir / "metrics.csv").exists():
             learning_curves(
@@ -283,7 +281,12 @@ def evaluation_indices(
     if settings.split == "test":
         c = data_config
         split = random_split(
-            num, c.get("n_train"), c.get("n_val"), c.get("n_test"), c.get("split_seed", 0)
+            num,
+            c.get("n_train"),
+            c.get("n_val"),
+            c.get("n_test"),
+            c.get("split_seed", 0),
+            c.get("split_rng", "torch"),
         )
         return split["test"], f"test split of split_seed={c.get('split_seed', 0)}"
     path = Path(settings.split)
@@ -300,7 +303,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     """Metrics of a checkpoint on a dataset, printed as a table and optionally written as JSON."""
     import lightning as L
 
-    from molfold.data.datamodule import check_fields, load_structures
+    from molfold.data.datamodule import check_fields, load_structures, select
     from molfold.data.loaders import make_loader
     from molfold.models.checkpoint import load_model, torch_device
     from molfold.models.registry import model_entry
@@ -311,11 +314,15 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     model = load_model(settings.ckpt, device)
     info = model.model_info
     task_cls = task_for_kind(info["kind"])
+    config = {**config, "data": dict(config["data"])}
+    if info["kind"] == "property" and "target" in config["data"] and not config["data"]["target"]:
+        config["data"]["target"] = list(model.names)  # data=qm9: the targets the model learnt
     check_fields(task_cls.required_fields, config["data"], task_cls.name)
-    transforms = data_transforms(task_cls, model_entry(info["name"]), info["hparams"])
+    entry = model_entry(info["name"], info["kind"])
+    transforms = data_transforms(task_cls, entry, info["hparams"])
     structures = load_structures(config["data"], transforms)
     indices, description = evaluation_indices(settings, config["data"], len(structures))
-    loader = make_loader([structures[i] for i in indices], "test", settings.batch_size)
+    loader = make_loader(select(structures, indices), "test", settings.batch_size)
     task = task_cls(model, task_cls.settings_class())
     accelerator = "gpu" if device.type == "cuda" else device.type
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner for an eval
@@ -333,7 +340,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, float]:
     title = (
         f"{Path(settings.ckpt).name} on {source} ({len(indices)} {task_cls.items}, {description})"
     )
-    report_metrics(task.test_metrics, title, settings.output, task_cls.units)
+    report_metrics(task.test_metrics, title, settings.output, task.units)
     return task.test_metrics
 
 

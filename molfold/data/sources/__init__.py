@@ -13,10 +13,16 @@ them where they are defined::
 
 The loader returns every structure of the file (at most ``max_structures``, in file order) as a
 graph in molfold units (:mod:`molfold.data.graph`), without the edges a model needs (the radius
-graph is a transform, :mod:`molfold.data.transforms`). ``provides`` names the graph fields
-every structure carries, so that a task can refuse data it cannot train on before anything is
-read. Every module of this package is imported on the first lookup, so a new format needs no
-other edit. The keys every format shares (path, split sizes, batch sizes) are
+graph is a transform, :mod:`molfold.data.transforms`): a list, or, for data too large to hold in
+memory (OC20), a lazy sequence (``len`` and ``seq[i] -> Data``, a new graph on each call, picklable,
+opening its files anew in each process). ``provides`` names the graph fields every structure
+carries, so that a task can refuse data it cannot train on before anything is read; when they depend
+on the format's options (an OC20 task, a QM9 target), ``provides`` is a function of the parsed
+options. ``layout(path, options)``, when given, names the file layout found at ``path`` (``molfold
+data inspect`` prints it). A source whose structures carry graph targets (``target`` [1, T], what
+property models train on) names them and their units with ``targets(options) -> [(name, unit),
+...]``. Every module of this package is imported on the first lookup, so a new format needs no other
+edit. The keys every format shares (path, split sizes, batch sizes) are
 :class:`molfold.data.datamodule.DataConfig`.
 """
 
@@ -41,21 +47,44 @@ class Source:
     name: str
     options: type
     load: Loader
-    provides: tuple[str, ...]
+    provides: tuple[str, ...] | Callable[[Any], tuple[str, ...]]
     identity: Callable[[Any, Any, int | None], str] | None = None
     """For a source read without a path (qm9pack): what identifies its files, for caches."""
+    layout: Callable[[Any, Any], str] | None = None
+    """``layout(path, options)``: the name of the file layout found at ``path``."""
+    targets: Callable[[Any], list[tuple[str, str]]] | None = None
+    """``targets(options)``: name and unit of each column of the ``target`` field."""
+
+    def target_units(self, options: Any = None) -> list[tuple[str, str]]:
+        """Name and unit of each column of ``target`` when read with ``options`` ([] if none)."""
+        if self.targets is None:
+            return []
+        return list(self.targets(self.options() if options is None else options))
+
+    def fields(self, options: Any = None) -> tuple[str, ...]:
+        """The graph fields every structure carries when read with ``options`` (the parsed
+        options dataclass; None: its defaults)."""
+        if callable(self.provides):
+            return tuple(self.provides(self.options() if options is None else options))
+        return self.provides
 
 
 _SOURCES: dict[str, Source] = {}
 
 
 def register_source(
-    name: str, options: type, provides: tuple[str, ...], identity: Callable | None = None
+    name: str,
+    options: type,
+    provides: tuple[str, ...] | Callable[[Any], tuple[str, ...]],
+    identity: Callable | None = None,
+    layout: Callable | None = None,
+    targets: Callable | None = None,
 ) -> Callable[[Loader], Loader]:
     """Decorator that registers ``load`` as the loader of format ``name``."""
 
     def decorate(load: Loader) -> Loader:
-        _SOURCES[name] = Source(name, options, load, tuple(provides), identity)
+        fields = provides if callable(provides) else tuple(provides)
+        _SOURCES[name] = Source(name, options, load, fields, identity, layout, targets)
         return load
 
     return decorate

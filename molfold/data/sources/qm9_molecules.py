@@ -6,7 +6,8 @@ RDKit-level molecule (:func:`molfold.data.molgraph.molecule_fields`): the graph 
 geometry's atom order (:mod:`molfold.data.sources.qm9`) with tetrahedral chirality assigned from
 the geometry (GTMGC and ReBind read QM9 from SDF files, whose 3D coordinates set the chiral
 tags). Transforms attach what a model needs (:mod:`molfold.data.transforms`): the 2D molecular
-graph for a conformer model, a radius graph for a 3D model.
+graph for a conformer model, a radius graph for a 3D model. ``data.target`` picks the targets a
+property model (or, for an energy target, a potential) trains on.
 
 The molecules are cached next to the QM9 cache, so a run does not perceive 130k molecules again.
 """
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from molfold.data import graph as G
 from molfold.data.molgraph import MOLECULE_FIELDS, molecule_fields, sanitized
 from molfold.data.sources import register_source
-from molfold.data.sources.qm9_targets import TARGET_NAMES
+from molfold.data.sources.qm9_targets import TARGET_NAMES, TARGETS
 from molfold.io import atomic_write
 
 FEATURES_VERSION = 4
@@ -111,6 +113,44 @@ class QM9Options:
 
     cache_dir: str | None = None
     """Folder of the processed caches (null: the default of :func:`cache_path`)."""
+    target: str | list[str] | None = None
+    """The target(s) a model trains on (names of :data:`~molfold.data.sources.qm9.TARGETS`,
+    any case: ``homo``, ``U0``, ...), attached as ``target`` [1, T]; a single energy target
+    (U0, U, H, G or their atomization energies) is also the ``energy`` a potential trains on.
+    Null: none (conformer models)."""
+
+    def __post_init__(self) -> None:
+        selected_targets(self)  # unknown names are errors before anything is read
+
+
+ENERGY_TARGETS = ("U0", "U", "H", "G", "U0_atom", "U_atom", "H_atom", "G_atom")
+"""Targets that are total (or atomization) energies, eV."""
+
+
+def selected_targets(options: QM9Options) -> list[str]:
+    """The canonical names of ``options.target`` ([] when none); ValueError for unknown ones."""
+    if options.target is None:
+        return []
+    requested = [options.target] if isinstance(options.target, str) else list(options.target)
+    by_lower = {name.lower(): name for name in TARGET_NAMES}
+    unknown = [name for name in requested if name.lower() not in by_lower]
+    if unknown or not requested:
+        raise ValueError(
+            f"unknown QM9 target(s) {unknown or requested}; targets: {', '.join(TARGET_NAMES)}"
+        )
+    return [by_lower[name.lower()] for name in requested]
+
+
+def _fields(options: QM9Options) -> tuple[str, ...]:
+    targets = selected_targets(options)
+    chosen = (G.TARGET,) if targets else ()
+    if len(targets) == 1 and targets[0] in ENERGY_TARGETS:
+        chosen += (G.ENERGY,)
+    return (*MOLECULE_FIELDS, *TARGET_NAMES, *chosen)
+
+
+def _target_units(options: QM9Options) -> list[tuple[str, str]]:
+    return [(name, TARGETS[name][1]) for name in selected_targets(options)]
 
 
 def _identity(path: str | None, options: QM9Options, max_structures: int | None) -> str:
@@ -119,9 +159,17 @@ def _identity(path: str | None, options: QM9Options, max_structures: int | None)
     return cache_path(path, max_structures, options.cache_dir).name  # hashes the source files
 
 
-@register_source("qm9", QM9Options, provides=(*MOLECULE_FIELDS, *TARGET_NAMES), identity=_identity)
+@register_source("qm9", QM9Options, provides=_fields, identity=_identity, targets=_target_units)
 def load(path: str | None, options: QM9Options, max_structures: int | None) -> list[Data]:
     """QM9 molecules with their DFT geometry, targets and RDKit-level molecule: ``path`` is the
     raw layout's folder, or None (or a folder without the raw files) for qm9pack; at most
-    ``max_structures`` molecules."""
-    return qm9_molecules(path, max_structures, options.cache_dir)
+    ``max_structures`` molecules; the chosen targets attached (:class:`QM9Options`)."""
+    graphs = qm9_molecules(path, max_structures, options.cache_dir)
+    targets = selected_targets(options)
+    if targets:
+        energy = len(targets) == 1 and targets[0] in ENERGY_TARGETS
+        for graph in graphs:
+            graph[G.TARGET] = torch.cat([graph[name] for name in targets]).view(1, -1)
+            if energy:
+                graph[G.ENERGY] = graph[targets[0]].reshape(1)
+    return graphs
