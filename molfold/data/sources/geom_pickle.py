@@ -2,16 +2,15 @@
 
 Unpickling can run arbitrary code, so every reader here refuses unless the caller opts in
 (``allow_pickle=True``, :data:`PICKLE_HINT`), and even then unpickles only the globals of
-:data:`PICKLE_ALLOWED` (RDKit molecules, NumPy scalars and plain containers). See
+:data:`PICKLE_ALLOWED` (RDKit molecules, NumPy scalars and plain containers), through
+:class:`~molfold.data.sources.restricted_pickle.RestrictedUnpickler`. See
 :mod:`molfold.data.sources.geom` for the layout's fields.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from molfold.data.sources.geom_molecule import (
     ground_state_molecule,
     smiles_mol,
 )
+from molfold.data.sources.restricted_pickle import restricted_loads
 from molfold.errors import DataError, MissingFileError
 
 SUMMARY_FILES = ("summary_drugs.json", "summary_qm9.json")
@@ -103,27 +103,14 @@ def read_pickle(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
     if not path.is_file():
         raise MissingFileError(f"GEOM pickle {path} does not exist")
     try:
-        with rdBase.BlockLogs():
-            record = _Unpickler(io.BytesIO(path.read_bytes())).load()
-    except DataError as error:
-        raise DataError(f"{path}: {error}") from None
-    except Exception as error:  # noqa: BLE001 - unpickling damaged bytes can raise anything
-        raise DataError(
-            f"{path}: not a readable pickle (corrupt or truncated?): "
-            f"{type(error).__name__}: {error}"
-        ) from error
+        stored = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the pickle: {error}") from error
+    with rdBase.BlockLogs():
+        record = restricted_loads(stored, PICKLE_ALLOWED, "a GEOM file", str(path))
     if not isinstance(record, dict) or not isinstance(record.get("conformers"), list):
         raise DataError(f"{path}: expected a dict with a 'conformers' list, got {type(record)}")
     return record
-
-
-class _Unpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals of :data:`PICKLE_ALLOWED`."""
-
-    def find_class(self, module: str, name: str) -> type:
-        if (module, name) not in PICKLE_ALLOWED:
-            raise DataError(f"refusing to unpickle {module}.{name}: not part of a GEOM file")
-        return super().find_class(module, name)
 
 
 def _from_pickle(record: dict, path: Path, smiles: str, all_conformers: bool) -> GeomMolecule:
