@@ -77,12 +77,15 @@ class ModelConfig:
     num_parameters: int | None = None
     id: str = ""
     seed: int = 0
+    kind: str | None = None
+    """The kind to build, for a name registered as several (None: its only kind)."""
 
     def build(self, dtype: str = "float64") -> torch.nn.Module:
         """The model through the registry, initialised from ``seed``, in eval mode."""
         torch.manual_seed(self.seed)
         statistics = copy.deepcopy(self.statistics)
-        return build_model(self.name, copy.deepcopy(self.hparams), statistics, dtype).eval()
+        hparams = copy.deepcopy(self.hparams)
+        return build_model(self.name, hparams, statistics, dtype, self.kind).eval()
 
     def __str__(self) -> str:
         return self.id or self.name
@@ -118,7 +121,7 @@ class _ModelTests:
     def test_build_and_parameter_count(self, model_config: ModelConfig, model):
         """The registry builds the model as its kind, with its ``model_info``, in float64, with
         the declared number of parameters."""
-        assert model_entry(model_config.name).kind == self.kind
+        assert model_entry(model_config.name, model_config.kind).kind == self.kind
         assert model.model_info == {
             "name": model_config.name,
             "kind": self.kind,

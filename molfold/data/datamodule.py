@@ -198,6 +198,8 @@ def check_fields(fields: tuple[str, ...], values: dict[str, Any], task: str) -> 
     }
     models = sorted({e.name for e in registered_models() if e.kind in fitting})
     hint = f"; models that fit it: {', '.join(f'model={m}' for m in models)}" if models else ""
+    if "target" in missing:
+        hint += "; name the target(s) with data.target" if "target" in values else ""
     raise ConfigError(
         f"data.format={values.get('format')} gives no {', '.join(missing)}, which task {task!r} "
         f"needs{hint}"

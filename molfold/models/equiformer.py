@@ -81,7 +81,6 @@ from molfold.nn.equiformer_norm import EquivariantLayerNorm
 from molfold.nn.radial import PolynomialCutoff
 from molfold.nn.radial_bases import radial_basis as make_radial_basis
 
-
 NUM_TAGS = 3  # OC20 tags (graph field ``tags``): 0 sub-surface, 1 surface, 2 adsorbate
 
 
@@ -89,7 +88,8 @@ def spherical_harmonics_irreps(l_max: int, parity: bool) -> o3.Irreps:
     """``1x0e+1x1o+1x2e...`` (true parities) or ``1x0e+1x1e+1x2e...`` (all even, SE(3))."""
     if l_max < 0:
         raise ValueError(f"l_max must be >= 0, got {l_max}")
-    return o3.Irreps([(1, (l, (-1) ** l if parity else 1)) for l in range(l_max + 1)])
+    degrees = range(l_max + 1)
+    return o3.Irreps([(1, (degree, (-1) ** degree if parity else 1)) for degree in degrees])
 
 
 class Equiformer(nn.Module):

@@ -10,7 +10,10 @@ schedule is left behind):
 ===================  =================================================================  ========
 ``plateau``          times ``factor`` after ``patience`` epochs without a better        epochs
                      ``val/loss``, down to ``min_lr``
-``cosine``           ``min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2`` over all T steps  steps
+``cosine``           linear rise from ``warmup_lr`` over ``warmup_fraction`` of the      steps
+                     steps (none by default), then ``min_lr + (lr - min_lr)
+                     (1 + cos(pi t / T)) / 2`` over the T steps left (Equiformer's
+                     timm schedule, stepped per optimizer step rather than per epoch)
 ``linear_warmup``    linear rise over ``warmup_fraction`` of all steps, then linear     steps
                      decay to 0 (ReBind's ``get_linear_schedule_with_warmup``)
 ``none``             constant                                                            --
@@ -48,10 +51,12 @@ class Plateau:
 class Cosine:
     name: str = "cosine"
     min_lr: float = 1e-6
+    warmup_fraction: float = 0.0
+    warmup_lr: float = 1e-6
 
     def __post_init__(self) -> None:
-        if self.min_lr < 0:
-            raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
+        if self.min_lr < 0 or self.warmup_lr < 0 or not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"need min_lr, warmup_lr >= 0 and 0 <= warmup_fraction < 1: {self}")
 
 
 @dataclass(frozen=True)
@@ -124,10 +129,14 @@ def configure_optimizer(
         }
     total = max(1, int(total_steps()))
     if isinstance(schedule, Cosine):
-        floor = schedule.min_lr / config.lr
+        floor, start = schedule.min_lr / config.lr, schedule.warmup_lr / config.lr
+        warmup = int(schedule.warmup_fraction * total)
 
         def factor(step: int) -> float:
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            if step < warmup:
+                return start + (1 - start) * step / warmup
+            t, span = min(step, total) - warmup, max(1, total - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / span))
 
     else:
         warmup = max(1, int(schedule.warmup_fraction * total))

@@ -2,6 +2,8 @@
 
 loss = w_E mean(((E_pred - E) / N_atoms)^2) + w_F mean((F_pred - F)^2) + w_S mean((S_pred - S)^2)
 
+(``loss: mse``, the default; ``loss: mae`` is Equiformer's and OCP's L1 / L2MAE loss, see
+:class:`PotentialSettings`).
 Energies enter per atom, so the weights do not depend on system size (nequip/Allegro's
 ``PerAtomMSELoss``, weights 1:1 in their tutorials). Units: eV^2/atom^2, eV^2/A^2, eV^2/A^6.
 Metrics are reported in meV (energy per structure, as the MD17 literature), meV/atom and meV/A;
@@ -40,6 +42,10 @@ class PotentialSettings:
     """Per-species energy shifts: ``mean_per_atom`` (the reference's default: every species the
     mean energy per atom of the training set) or ``least_squares`` (a per-element fit, which
     needs several compositions to mean anything)."""
+    loss: str = "mse"
+    """``mse``: the per-atom squared errors above (nequip/Allegro); ``mae``: w_E mean |E_pred - E|
+    + w_F mean over atoms of |F_pred - F| (the L2 norm) + w_S mean |S_pred - S|, the L1 energy
+    and L2MAE force loss of Equiformer on MD17 and of OCP."""
     forces_on: str = "free"
     """Atoms whose forces enter the loss and the metrics: ``free`` (fairchem's
     ``train_on_free_atoms`` and ``eval_on_free_atoms``: atoms not held fixed, where the data
@@ -49,6 +55,8 @@ class PotentialSettings:
         weights = (self.energy_weight, self.forces_weight, self.stress_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise ValueError(f"loss weights must be >= 0 and not all zero, got {list(weights)}")
+        if self.loss not in ("mse", "mae"):
+            raise ValueError(f"loss must be mse or mae, got {self.loss!r}")
         if self.forces_on not in ("free", "all"):
             raise ValueError(f"forces_on must be free or all, got {self.forces_on!r}")
         if self.energy_shifts not in ("mean_per_atom", "least_squares"):
@@ -56,13 +64,26 @@ class PotentialSettings:
                 f"energy_shifts must be mean_per_atom or least_squares, got {self.energy_shifts!r}"
             )
 
-    def combine(self, mean_squares: dict[str, float]) -> float:
-        """The loss from whole-split mean squares of ``energy_per_atom``, ``forces``, ``stress``."""
-        return (
-            self.energy_weight * mean_squares.get("energy_per_atom", 0.0)
-            + self.forces_weight * mean_squares.get("forces", 0.0)
-            + self.stress_weight * mean_squares.get("stress", 0.0)
+    def terms(self) -> dict[str, tuple[str, float]]:
+        """Loss term -> (error quantity, weight): per-atom energies and force components for
+        ``mse``, energies and per-atom force norms for ``mae``."""
+        energy, forces = (
+            ("energy_per_atom", "forces") if self.loss == "mse" else ("energy", "forces_norm")
         )
+        return {
+            energy: (energy, self.energy_weight),
+            forces: (forces, self.forces_weight),
+            "stress": ("stress", self.stress_weight),
+        }
+
+    def combine(self, sums: dict[str, tuple[float, float, float]]) -> float:
+        """The loss from whole-split error sums ``(sum |e|, sum e^2, count)`` of each quantity."""
+        total = 0.0
+        for quantity, weight in self.terms().values():
+            if weight > 0 and quantity in sums:
+                abs_sum, square_sum, count = sums[quantity]
+                total += weight * (square_sum if self.loss == "mse" else abs_sum) / count
+        return total
 
 
 class PotentialTask(Task):
@@ -122,6 +143,7 @@ class PotentialTask(Task):
             free = self._force_mask(batch)
             forces = outputs[G.FORCES][free]
             errors[G.FORCES] = forces - batch[G.FORCES][free].to(forces)
+            errors["forces_norm"] = errors[G.FORCES].norm(dim=-1)
         if G.STRESS in batch and G.STRESS in outputs:
             errors[G.STRESS] = outputs[G.STRESS] - batch[G.STRESS].to(outputs[G.STRESS])
         return errors
@@ -134,32 +156,29 @@ class PotentialTask(Task):
 
     def loss(self, outputs: dict, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         errors = self._errors(outputs, batch)
-        weights = {
-            "energy_per_atom": self.settings.energy_weight,
-            "forces": self.settings.forces_weight,
-            "stress": self.settings.stress_weight,
-        }
-        terms = {
-            name: (errors[name] ** 2).mean()
-            for name, weight in weights.items()
-            if weight > 0 and name in errors
-        }
-        total = sum(weights[name] * value for name, value in terms.items())
-        return total, {f"{name}_mse": value for name, value in terms.items()}
+        square = self.settings.loss == "mse"
+        terms, total = {}, 0.0
+        for name, (quantity, weight) in self.settings.terms().items():
+            if weight > 0 and quantity in errors:
+                error = errors[quantity]
+                terms[f"{name}_{self.settings.loss}"] = (error**2 if square else error.abs()).mean()
+                total = total + weight * terms[f"{name}_{self.settings.loss}"]
+        return total, terms
 
     def accumulate(self, outputs: dict, batch, stage: str) -> None:
         for name, error in self._errors(outputs, batch).items():
             self.errors.add(name, error)
 
     def metrics(self, sums: dict[str, tuple[float, float, float]]) -> dict[str, float]:
-        metrics, mean_squares = {}, {}
+        metrics = {}
         for name, stats in sums.items():
+            if name == "forces_norm":
+                continue  # a loss quantity; forces_mae is per component, as the papers report
             mae, rmse = mae_rmse(stats)
-            mean_squares[name] = stats[1] / stats[2]
             metrics[f"{name}_mae"] = EV_TO_MEV * mae
             if name in ("energy", "forces"):
                 metrics[f"{name}_rmse"] = EV_TO_MEV * rmse
-        metrics["loss"] = self.settings.combine(mean_squares)
+        metrics["loss"] = self.settings.combine(sums)
         return metrics
 
     def test_outputs(self, outputs: dict, batch) -> dict[str, torch.Tensor]:

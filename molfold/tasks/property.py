@@ -8,8 +8,9 @@ loss = mean over structures and targets of |y_pred - y| / std   (``loss: l1``, t
 of standardised targets, as the reference Equiformer trains QM9 (``(y - mean) / std``) and
 fairchem normalises IS2RE energies; ``standardize: false`` trains a target as it is (std 1, the
 reference's recipe for U0, U, H and G). The auxiliary term is the IS2RS head of Equiformer on
-OC20: per-atom displacement from the initial to the relaxed position (Angstrom), its L2 norm
-averaged over atoms (fairchem's ``l2mae``).
+OC20: per-atom displacement from the initial (with Noisy Nodes: the noisy) to the relaxed
+position (Angstrom), its L2 norm averaged over atoms (fairchem's ``l2mae``); the reference
+decays its weight from 15 to 1 during training, molfold keeps it constant.
 
 Metrics are MAE and RMSE of each target in the papers' units: energies in meV, dipoles in D,
 polarisability in a0^3, R2 in a0^2, heat capacity in cal/mol/K; ``loss`` is the same
@@ -56,17 +57,19 @@ class PropertySettings:
     model's outputs at its mean); false trains the target as it is."""
     atom_vectors_weight: float = 0.0
     """Weight of the per-atom relaxed-displacement loss (OC20 IS2RS auxiliary; 0: off)."""
+    noisy_nodes_std: float = 0.0
+    """Noisy Nodes (Godwin et al., ICLR 2022), with the auxiliary head: while training, free
+    atoms' input positions get Gaussian noise of this standard deviation (Angstrom) and the head
+    learns the displacement from the noisy to the relaxed position (0: off)."""
 
     def __post_init__(self) -> None:
         if self.loss not in ("l1", "mse"):
             raise ValueError(f"loss must be l1 or mse, got {self.loss!r}")
-        if self.atom_vectors_weight < 0:
-            raise ValueError(f"atom_vectors_weight must be >= 0, got {self.atom_vectors_weight}")
+        if self.atom_vectors_weight < 0 or self.noisy_nodes_std < 0:
+            raise ValueError("atom_vectors_weight and noisy_nodes_std must be >= 0")
 
 
-def relaxed_displacement(batch) -> torch.Tensor:
-    """Displacement [N, 3] (Angstrom) from each atom's initial to its relaxed position."""
-    return batch[G.POS_RELAXED] - batch[G.POS]
+INPUT_POS = "input_pos"  # [N, 3] Angstrom, the positions the model saw (noisy while training)
 
 
 class PropertyTask(Task):
@@ -114,13 +117,27 @@ class PropertyTask(Task):
         table["atom_vectors_mae"] = "A"
         return table
 
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        """The model's outputs and ``input_pos``, the positions it saw: with Noisy Nodes, while
+        training, free atoms moved by Gaussian noise (the radius graph stays that of the
+        initial structure, whereas the reference rebuilds it from the noisy positions)."""
+        pos = batch[G.POS]
+        if self.training and self.settings.noisy_nodes_std > 0:
+            noise = torch.randn_like(pos) * self.settings.noisy_nodes_std
+            if G.FIXED in batch:
+                noise = noise * (~batch[G.FIXED].bool()).unsqueeze(-1)
+            batch = batch.clone()
+            batch[G.POS] = pos = pos + noise
+        return {**self.model(batch), INPUT_POS: pos}
+
     def _errors(self, outputs: dict, batch) -> dict[str, torch.Tensor]:
         """Errors [B, T] of the targets and, with the head, [N, 3] of the atom vectors."""
         predicted = outputs[TARGET_OUTPUT]
         errors = {"target": predicted - batch[G.TARGET].reshape(predicted.shape).to(predicted)}
         if ATOM_VECTORS_OUTPUT in outputs and G.POS_RELAXED in batch:
             vectors = outputs[ATOM_VECTORS_OUTPUT]
-            errors["atom_vectors"] = vectors - relaxed_displacement(batch).to(vectors)
+            displacement = batch[G.POS_RELAXED] - outputs.get(INPUT_POS, batch[G.POS])
+            errors["atom_vectors"] = vectors - displacement.to(vectors)
         return errors
 
     def _target_loss(self, errors: torch.Tensor) -> torch.Tensor:
