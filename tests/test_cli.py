@@ -147,7 +147,12 @@ def test_scheduler_choice_swaps_the_whole_section(capsys):
     """`optim.scheduler=cosine` leaves no plateau key behind, and its own keys can be set."""
     assert main(["train", "--cfg", "optim.scheduler=cosine", "optim.scheduler.min_lr=1e-5"]) == 0
     scheduler = yaml.safe_load(capsys.readouterr().out)["optim"]["scheduler"]
-    assert scheduler == {"name": "cosine", "min_lr": 1e-5, "warmup_fraction": 0.0, "warmup_lr": 1e-6}
+    assert scheduler == {
+        "name": "cosine",
+        "min_lr": 1e-5,
+        "warmup_fraction": 0.0,
+        "warmup_lr": 1e-6,
+    }
 
 
 def test_any_trainer_argument_can_be_set(tmp_path, capsys):

@@ -75,3 +75,36 @@ def test_optim_section_defaults_and_checks():
     assert optim.betas == (0.9, 0.99) and optim.scheduler.name == "none"
     with pytest.raises(ConfigError, match="betas must be two numbers"):
         OptimConfig.from_dict({"betas": [0.9]})
+
+
+def test_cosine_schedule_warms_up_then_decays_to_min_lr():
+    """Equiformer's schedule: linear from warmup_lr to lr over the warm-up steps, then a cosine
+    half-period to min_lr; checked at its landmarks (start, end of warm-up, half-way, end)."""
+    import torch
+
+    from molfold.tasks.optim import configure_optimizer
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    config = OptimConfig.from_dict(
+        {
+            "name": "adamw",
+            "lr": 5e-4,
+            "scheduler": {
+                "name": "cosine",
+                "min_lr": 1e-6,
+                "warmup_fraction": 0.1,
+                "warmup_lr": 2e-6,
+            },
+        }
+    )
+    scheduler = configure_optimizer([parameter], config, lambda: 100)["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(101):
+        rates.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(2e-6)
+    assert rates[5] == pytest.approx(2e-6 + 0.5 * (5e-4 - 2e-6))
+    assert rates[10] == pytest.approx(5e-4)
+    assert rates[55] == pytest.approx(0.5 * (5e-4 + 1e-6))  # half-way through the 90 cosine steps
+    assert rates[100] == pytest.approx(1e-6)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from molfold.cli import main
+from molfold.data.datamodule import load_structures
 from molfold.data.sources import qm9
 from molfold.models.checkpoint import load_model
 
@@ -136,6 +137,11 @@ def test_oc20_s2ef_run_from_raw_files(tmp_path):
     assert config["task"]["name"] == "potential" and config["task"]["forces_on"] == "free"
     assert config["model"]["tag_embedding"] is True  # the OC20 preset
     assert metrics["forces_mae"] > 0
+    frames = load_structures({"format": "oc20", "path": config["data"]["path"]})
+    split = np.load(tmp_path / "run" / "split.npz")
+    systems = {name: {int(frames[int(i)].sid) for i in split[name]} for name in split.files[:3]}
+    assert sum(len(split[name]) for name in ("train", "val", "test")) == 60
+    assert not systems["train"] & systems["test"] and not systems["train"] & systems["val"]
 
 
 def test_oc20_is2re_run_from_the_pickled_lmdb(tmp_path):

@@ -41,6 +41,7 @@ from molfold.data.sources import source
 from molfold.data.splits import (
     SPLIT_RNGS,
     data_fingerprint,
+    group_split,
     random_split,
     save_split,
     saved_split,
@@ -69,6 +70,10 @@ class DataConfig:
     split_rng: str = "torch"
     """``torch`` or ``numpy`` (TorchMD-Net's and Equiformer's QM9 split):
     :func:`molfold.data.splits.permutation`."""
+    split_by: str | None = None
+    """A graph field whose values are split rather than the structures (OC20: ``sid``, the
+    system, so no system's frames train and test at once): :func:`molfold.data.splits
+    .group_split`."""
     batch_size: int = 5
     val_batch_size: int = 50
     num_workers: int = 0
@@ -130,6 +135,22 @@ class LazyStructures(Sequence):
         return LazyStructures(
             self.base, self.transforms, self.name, [self.indices[i] for i in indices]
         )
+
+
+def group_labels(structures: Sequence[Data], field: str) -> np.ndarray:
+    """The value of the per-structure field ``field`` ([1]) of every structure, read without the
+    transforms of a lazy source; DataError naming a structure without it."""
+    base = structures.base if isinstance(structures, LazyStructures) else structures
+    indices = structures.indices if isinstance(structures, LazyStructures) else range(len(base))
+    labels = []
+    for index in tqdm(indices, desc=f"reading {field}", unit="structure", disable=None):
+        data = base[int(index)]
+        if field not in data or data[field].numel() != 1:
+            raise DataError(
+                f"structure {index} has no single {field!r} to split by (data.split_by)"
+            )
+        labels.append(int(data[field].reshape(-1)[0]))
+    return np.asarray(labels)
 
 
 def select(structures: Sequence[Data], indices: Sequence[int]) -> Sequence[Data]:
@@ -281,9 +302,11 @@ class DataModule(L.LightningDataModule):
             split = saved_split(split_file, fingerprint, request)
             if split is None:
                 c = self.config
-                split = random_split(
-                    len(self.items), c.n_train, c.n_val, c.n_test, c.split_seed, c.split_rng
-                )
+                sizes = (c.n_train, c.n_val, c.n_test, c.split_seed, c.split_rng)
+                if c.split_by is None:
+                    split = random_split(len(self.items), *sizes)
+                else:
+                    split = group_split(group_labels(self.items, c.split_by), *sizes)
                 save_split(split, split_file, fingerprint, request)
         else:
             wait_for(split_file.exists, split_file)

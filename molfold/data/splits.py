@@ -5,10 +5,11 @@ permutation, of which the first ``n_train`` items train, the next ``n_val`` vali
 ``n_test`` (or all the rest) test. The permutation is ``torch.randperm`` with a ``torch.Generator``
 seeded by ``split_seed`` (``split_rng: torch``, the default), or
 ``numpy.random.default_rng(split_seed).permutation`` (``split_rng: numpy``), the split of TorchMD-
-Net and of Equiformer's QM9 (seed 1), so that the same molecules test. Each size is a count (an
-integer) or a fraction of the dataset (a number below 1, rounded); the data configs hold the papers'
-sizes (MD17: 950 / 50 as the Allegro example; QM9: 110,000 / 10,000 / rest as GTMGC and ReBind;
-GEOM: 80 / 10 / 10 %).
+Net and of Equiformer's QM9 (seed 1), so that the same molecules test. With ``split_by`` a field
+(OC20's ``sid``), the permutation is of the field's distinct values and each split takes every
+structure of its values (:func:`group_split`). Each size is a count (an integer) or a fraction of
+the dataset (a number below 1, rounded); the data configs hold the papers' sizes (MD17: 950 / 50 as
+the Allegro example; QM9: 110,000 / 10,000 / rest as GTMGC and ReBind; GEOM: 80 / 10 / 10 %).
 
 A run saves its split to ``<run_dir>/split.npz`` together with what it was drawn from
 (:func:`data_fingerprint`: the source path, the number of structures and a hash of the files'
@@ -90,6 +91,23 @@ def random_split(
     return {name: np.sort(order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLIT_NAMES)}
 
 
+def group_split(
+    groups: np.ndarray,
+    n_train: Size,
+    n_val: Size,
+    n_test: Size = None,
+    seed: int = 0,
+    rng: str = "torch",
+) -> dict[str, np.ndarray]:
+    """:func:`random_split` of the distinct values of ``groups`` [N] (the sizes count groups),
+    each split then holding every structure of its groups: OC20's frames of one system
+    (``sid``) never train and test at once, as OC20's own validation splits hold unseen
+    systems."""
+    labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    by_group = random_split(len(labels), n_train, n_val, n_test, seed, rng)
+    return {name: np.flatnonzero(np.isin(inverse, chosen)) for name, chosen in by_group.items()}
+
+
 def files_digest(path: str | os.PathLike | None) -> str:
     """SHA-256 of the names, sizes and modification times of the file ``path`` (or of every file
     under the folder ``path``); that of nothing for None or a missing path."""
@@ -117,8 +135,9 @@ def data_fingerprint(path: str | os.PathLike | None, num_structures: int) -> dic
 def split_request(data_config: dict[str, Any]) -> dict[str, Any]:
     """The sizes and seed a data config asks for (stored with the split)."""
     request = {key: data_config.get(key) for key in ("n_train", "n_val", "n_test", "split_seed")}
-    if data_config.get("split_rng", "torch") != "torch":  # splits saved before it keep matching
-        request["split_rng"] = data_config["split_rng"]
+    for key, default in (("split_rng", "torch"), ("split_by", None)):
+        if data_config.get(key, default) != default:  # splits saved before it keep matching
+            request[key] = data_config[key]
     return request
 
 

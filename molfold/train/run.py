@@ -280,6 +280,11 @@ def evaluation_indices(
         return np.arange(num), "all structures"
     if settings.split == "test":
         c = data_config
+        if c.get("split_by") is not None:
+            raise ConfigError(
+                "split=test cannot redraw a split by data.split_by: use split=auto or the run's "
+                "split.npz"
+            )
         split = random_split(
             num,
             c.get("n_train"),
