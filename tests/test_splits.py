@@ -143,10 +143,8 @@ def test_split_files_of_earlier_molfold_versions_are_still_used(tmp_path):
 def test_group_split_keeps_each_group_in_one_split():
     """Sizes count groups (OC20 systems), and every structure of a group goes where its group
     goes."""
-    from molfold.data.splits import group_split
-
     groups = np.repeat([7, 3, 11, 5, 9, 2, 4, 8, 6, 10], [1, 2, 3, 4, 5, 1, 2, 3, 4, 5])
-    split = group_split(groups, 6, 2, None, seed=3)
+    split = random_split(len(groups), 6, 2, None, seed=3, groups=groups)
     seen = {name: set(groups[split[name]].tolist()) for name in ("train", "val", "test")}
     assert [len(seen[n]) for n in ("train", "val", "test")] == [6, 2, 2]
     assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"])

@@ -41,7 +41,6 @@ from molfold.data.sources import source
 from molfold.data.splits import (
     SPLIT_RNGS,
     data_fingerprint,
-    group_split,
     random_split,
     save_split,
     saved_split,
@@ -73,7 +72,7 @@ class DataConfig:
     split_by: str | None = None
     """A graph field whose values are split rather than the structures (OC20: ``sid``, the
     system, so no system's frames train and test at once): :func:`molfold.data.splits
-    .group_split`."""
+    .random_split`."""
     batch_size: int = 5
     val_batch_size: int = 50
     num_workers: int = 0
@@ -302,11 +301,10 @@ class DataModule(L.LightningDataModule):
             split = saved_split(split_file, fingerprint, request)
             if split is None:
                 c = self.config
-                sizes = (c.n_train, c.n_val, c.n_test, c.split_seed, c.split_rng)
-                if c.split_by is None:
-                    split = random_split(len(self.items), *sizes)
-                else:
-                    split = group_split(group_labels(self.items, c.split_by), *sizes)
+                groups = None if c.split_by is None else group_labels(self.items, c.split_by)
+                split = random_split(
+                    len(self.items), c.n_train, c.n_val, c.n_test, c.split_seed, c.split_rng, groups
+                )
                 save_split(split, split_file, fingerprint, request)
         else:
             wait_for(split_file.exists, split_file)

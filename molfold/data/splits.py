@@ -7,7 +7,7 @@ seeded by ``split_seed`` (``split_rng: torch``, the default), or
 ``numpy.random.default_rng(split_seed).permutation`` (``split_rng: numpy``), the split of TorchMD-
 Net and of Equiformer's QM9 (seed 1), so that the same molecules test. With ``split_by`` a field
 (OC20's ``sid``), the permutation is of the field's distinct values and each split takes every
-structure of its values (:func:`group_split`). Each size is a count (an integer) or a fraction of
+structure of its values (``groups``). Each size is a count (an integer) or a fraction of
 the dataset (a number below 1, rounded); the data configs hold the papers' sizes (MD17: 950 / 50 as
 the Allegro example; QM9: 110,000 / 10,000 / rest as GTMGC and ReBind; GEOM: 80 / 10 / 10 %).
 
@@ -68,11 +68,19 @@ def random_split(
     n_test: Size = None,
     seed: int = 0,
     rng: str = "torch",
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Disjoint, sorted train/val/test indices (see the module docstring).
 
-    ``n_test`` None takes every structure left; ``n_train`` must be set and positive.
+    ``n_test`` None takes every structure left; ``n_train`` must be set and positive. With
+    ``groups`` [num_structures] (OC20's ``sid``), the sizes count the distinct groups, and each
+    split holds every structure of its groups: no system's frames train and test at once, as
+    OC20's own validation splits hold unseen systems.
     """
+    if groups is not None:
+        labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        by_group = random_split(len(labels), n_train, n_val, n_test, seed, rng)
+        return {name: np.flatnonzero(np.isin(inverse, chosen)) for name, chosen in by_group.items()}
     train = _count(n_train, num_structures, "n_train")
     val = _count(n_val, num_structures, "n_val") or 0
     if train is None or train == 0:
@@ -89,23 +97,6 @@ def random_split(
     order = permutation(num_structures, seed, rng)
     bounds = np.cumsum([0, train, val, test])
     return {name: np.sort(order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLIT_NAMES)}
-
-
-def group_split(
-    groups: np.ndarray,
-    n_train: Size,
-    n_val: Size,
-    n_test: Size = None,
-    seed: int = 0,
-    rng: str = "torch",
-) -> dict[str, np.ndarray]:
-    """:func:`random_split` of the distinct values of ``groups`` [N] (the sizes count groups),
-    each split then holding every structure of its groups: OC20's frames of one system
-    (``sid``) never train and test at once, as OC20's own validation splits hold unseen
-    systems."""
-    labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    by_group = random_split(len(labels), n_train, n_val, n_test, seed, rng)
-    return {name: np.flatnonzero(np.isin(inverse, chosen)) for name, chosen in by_group.items()}
 
 
 def files_digest(path: str | os.PathLike | None) -> str:

@@ -23,10 +23,10 @@ from torch import nn
 from torch_geometric.data import Data
 
 from molfold.data import graph as G
-from molfold.models.species import SpeciesTypes
+from molfold.models.species import SpeciesModel
 
 
-class Potential(nn.Module):
+class Potential(SpeciesModel):
     """Energy, forces and stress from a per-atom energy model.
 
     Parameters
@@ -43,9 +43,7 @@ class Potential(nn.Module):
         scales: Sequence[float] | float = 1.0,
         shifts: Sequence[float] | float = 0.0,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.types = SpeciesTypes(species)
+        super().__init__(model, species)
         # float64 whatever the model dtype: total energies of ~1e3-1e5 eV need it for meV accuracy
         self.register_buffer(
             "scales", torch.ones(len(self.species), dtype=torch.float64) * torch.as_tensor(scales)
@@ -53,26 +51,6 @@ class Potential(nn.Module):
         self.register_buffer(
             "shifts", torch.zeros(len(self.species), dtype=torch.float64) + torch.as_tensor(shifts)
         )
-
-    @property
-    def r_max(self) -> float:
-        return self.model.r_max
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Floating-point type of the model's weights and of positions inside it."""
-        for tensor in self.model.parameters():
-            return tensor.dtype
-        return torch.get_default_dtype()
-
-    @property
-    def species(self) -> list[int]:
-        """Atomic numbers the model knows; ``species[t]`` is type index t."""
-        return self.types.species
-
-    def atom_types(self, z: torch.Tensor) -> torch.Tensor:
-        """Type indices [N] of atomic numbers [N]; :class:`UnknownElementError` for the others."""
-        return self.types(z)
 
     def forward(
         self, data: Data, compute_forces: bool = True, compute_stress: bool = False

@@ -25,13 +25,13 @@ from torch import nn
 from torch_geometric.data import Data
 
 from molfold.data import graph as G
-from molfold.models.species import SpeciesTypes
+from molfold.models.species import SpeciesModel
 
 TARGET_OUTPUT = "target"  # [B, T] graph targets in their units
 ATOM_VECTORS_OUTPUT = "atom_vectors"  # [N, 3] Angstrom
 
 
-class PropertyModel(nn.Module):
+class PropertyModel(SpeciesModel):
     """Graph targets in physical units from a standardised property network.
 
     Parameters
@@ -52,43 +52,27 @@ class PropertyModel(nn.Module):
         stds: Sequence[float],
         units: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
         if not (len(names) == len(means) == len(stds)) or not names:
             raise ValueError(f"targets need as many means and stds as names, got {list(names)}")
         if min(stds) <= 0:
             raise ValueError(f"target standard deviations must be > 0, got {list(stds)}")
-        self.network = network
-        self.types = SpeciesTypes(species)
+        super().__init__(network, species)
         self.names = list(names)
         self.units = list(units) if units is not None else [""] * len(self.names)
         self.register_buffer("means", torch.tensor(list(means), dtype=torch.float64))
         self.register_buffer("stds", torch.tensor(list(stds), dtype=torch.float64))
 
-    @property
-    def r_max(self) -> float:
-        return self.network.r_max
-
-    @property
-    def species(self) -> list[int]:
-        return self.types.species
-
-    @property
-    def dtype(self) -> torch.dtype:
-        for tensor in self.network.parameters():
-            return tensor.dtype
-        return torch.get_default_dtype()
-
     def forward(self, data: Data) -> dict[str, torch.Tensor]:
         """``target`` [B, T] in the targets' units (float64) and, when the network has the
         head, ``atom_vectors`` [N, 3] Angstrom."""
-        atom_types = self.types(data[G.Z])
+        atom_types = self.atom_types(data[G.Z])
         data = copy.copy(data)  # shallow: the caller's graph keeps its own tensors
         if G.BATCH not in data:
             data[G.BATCH] = atom_types.new_zeros(atom_types.shape[0])
         data[G.POS] = data[G.POS].to(self.dtype)
         data[G.CELL] = data[G.CELL].to(self.dtype)
         data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(self.dtype)
-        out = self.network(data, atom_types)
+        out = self.model(data, atom_types)
         result = {TARGET_OUTPUT: self.means + self.stds * out["graph"].double()}
         if ATOM_VECTORS_OUTPUT in out:
             result[ATOM_VECTORS_OUTPUT] = out[ATOM_VECTORS_OUTPUT]

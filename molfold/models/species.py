@@ -2,7 +2,8 @@
 
 A model trained on species ``[1, 6, 8]`` sees H as type 0, C as 1 and O as 2; an element it was
 not trained on is an :class:`~molfold.errors.UnknownElementError` that names it, never an index
-error deep inside the network. Potentials and property models share this map.
+error deep inside the network. :class:`SpeciesModel` is what potentials and property models
+share: the network they wrap and this map.
 """
 
 from __future__ import annotations
@@ -50,3 +51,35 @@ class SpeciesTypes(nn.Module):
                 f"the model was not trained on element(s) {names}; it knows only {known}"
             )
         return types
+
+
+class SpeciesModel(nn.Module):
+    """A network of atomic structures (``model(data, atom_types)``) with the species map it was
+    trained with: the base of :class:`~molfold.models.potential.Potential` and
+    :class:`~molfold.models.property.PropertyModel`."""
+
+    def __init__(self, model: nn.Module, species: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.types = SpeciesTypes(species)
+
+    @property
+    def r_max(self) -> float:
+        """The network's cutoff radius, Angstrom."""
+        return self.model.r_max
+
+    @property
+    def species(self) -> list[int]:
+        """Atomic numbers the model knows; ``species[t]`` is type index t."""
+        return self.types.species
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the network's weights and of positions inside it."""
+        for tensor in self.model.parameters():
+            return tensor.dtype
+        return torch.get_default_dtype()
+
+    def atom_types(self, z: torch.Tensor) -> torch.Tensor:
+        """Type indices [N] of atomic numbers [N]; :class:`UnknownElementError` for the others."""
+        return self.types(z)

@@ -31,7 +31,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from molfold.errors import ConfigError
+from molfold.data.statistics import species_of
+from molfold.data.transforms import RadiusGraph
+from molfold.errors import ConfigError, DataError
 from molfold.models.checkpoint import checkpoint_payload
 from molfold.tasks.ema import ExponentialMovingAverage
 from molfold.tasks.metrics import ErrorSums
@@ -234,6 +236,22 @@ class Task(L.LightningModule):
             }
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+
+
+class StructureTask(Task):
+    """A task on 3D structures (potentials, property models): the radius graph at the model's
+    ``r_max`` attached to each structure, and no element in validation or test that training
+    did not have."""
+
+    @classmethod
+    def check_statistics(cls, statistics: dict[str, Any], graphs: Sequence) -> None:
+        unknown = set(species_of(graphs)) - set(statistics["species"])
+        if unknown:
+            raise DataError(f"elements {sorted(unknown)} appear in val/test but not in training")
+
+    @classmethod
+    def transforms(cls, model_hparams: dict[str, Any]) -> list:
+        return [RadiusGraph(float(model_hparams["r_max"]))]
 
 
 def registered_tasks() -> dict[str, type[Task]]:

@@ -17,15 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from molfold.data import graph as G
-from molfold.data.statistics import fit_statistics, species_of
-from molfold.data.transforms import RadiusGraph
-from molfold.errors import DataError
-from molfold.tasks.base import Task
+from molfold.data.statistics import fit_statistics
+from molfold.tasks.base import StructureTask
 from molfold.tasks.metrics import mae_rmse
 from molfold.units import EV_TO_MEV
 
@@ -86,7 +83,7 @@ class PotentialSettings:
         return total
 
 
-class PotentialTask(Task):
+class PotentialTask(StructureTask):
     """Energy, force and stress training of a :class:`~molfold.models.potential.Potential`."""
 
     name = "potential"
@@ -117,16 +114,6 @@ class PotentialTask(Task):
     ) -> dict:
         method = (settings or PotentialSettings()).energy_shifts
         return fit_statistics(graphs, energy_shifts=method)
-
-    @classmethod
-    def check_statistics(cls, statistics: dict[str, Any], graphs: list) -> None:
-        unknown = set(species_of(graphs)) - set(statistics["species"])
-        if unknown:
-            raise DataError(f"elements {sorted(unknown)} appear in val/test but not in training")
-
-    @classmethod
-    def transforms(cls, model_hparams: dict[str, Any]) -> list:
-        return [RadiusGraph(float(model_hparams["r_max"]))]
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         stress = self.settings.stress_weight > 0 and G.STRESS in batch

@@ -28,12 +28,10 @@ import torch
 
 from molfold.data import graph as G
 from molfold.data.statistics import structure_statistics, target_statistics
-from molfold.data.transforms import RadiusGraph
 from molfold.errors import DataError
 from molfold.models.property import ATOM_VECTORS_OUTPUT, TARGET_OUTPUT
-from molfold.tasks.base import Task
+from molfold.tasks.base import StructureTask
 from molfold.tasks.metrics import mae_rmse
-from molfold.tasks.potential import PotentialTask
 from molfold.units import EV_TO_MEV
 
 REPORTED_UNITS = {"eV": ("meV", EV_TO_MEV)}
@@ -72,7 +70,7 @@ class PropertySettings:
 INPUT_POS = "input_pos"  # [N, 3] Angstrom, the positions the model saw (noisy while training)
 
 
-class PropertyTask(Task):
+class PropertyTask(StructureTask):
     """Graph-target training of a :class:`~molfold.models.property.PropertyModel`."""
 
     name = "property"
@@ -101,12 +99,6 @@ class PropertyTask(Task):
             **structure_statistics(graphs),
             "targets": target_statistics(graphs, names, units, settings.standardize),
         }
-
-    check_statistics = PotentialTask.check_statistics
-
-    @classmethod
-    def transforms(cls, model_hparams: dict[str, Any]) -> list:
-        return [RadiusGraph(float(model_hparams["r_max"]))]
 
     @property
     def units(self) -> dict[str, str]:  # type: ignore[override]
