@@ -121,10 +121,12 @@ def compose(command: str, overrides: list[str]) -> dict[str, Any]:
         overrides = _group_overrides(_trainer_overrides(overrides), folder)
     try:
         with initialize_config_dir(str(folder), version_base=None):
-            config = hydra_compose(command, overrides=overrides)
+            # first without task keys, which only the task the data picks may have
+            first = [o for o in overrides if not o.lstrip("+~").startswith("task.")]
+            config = hydra_compose(command, overrides=first)
             task = _task_override(command, config, overrides)
-            if task is not None:
-                config = hydra_compose(command, overrides=[*overrides, task])
+            if task is not None or len(first) < len(overrides):
+                config = hydra_compose(command, overrides=[*overrides, *([task] if task else [])])
         return {**OmegaConf.to_container(config, resolve=True, throw_on_missing=True), **raw}
     except (HydraException, OmegaConfBaseException) as error:
         message = str(error).split("\n")[0]

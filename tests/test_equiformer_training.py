@@ -173,3 +173,22 @@ def test_oc20_is2re_refuses_pickles_without_the_opt_in(tmp_path, capsys):
         ]
     )
     assert code == 2 and "allow_pickle" in capsys.readouterr().err
+
+
+def test_oc20_is2re_with_the_is2rs_head_and_noisy_nodes(tmp_path):
+    """The auxiliary head learns relaxed displacements (Angstrom) next to the relaxed energy."""
+    metrics = train(
+        tmp_path / "run",
+        "data=oc20",
+        f"data.path={DATA / 'oc20_emt' / 'is2re' / 'data.lmdb'}",
+        "data.task=is2re",
+        "data.allow_pickle=true",
+        *TINY_L1,
+        "model.readout_irreps=16x0e+4x1e",
+        "+model.atom_vector_head=true",  # a property-model key, not in the shared yaml
+        "task.atom_vectors_weight=15",
+        "task.noisy_nodes_std=0.1",
+    )
+    # relaxations move atoms by tenths of an Angstrom: an untrained head errs by about that
+    assert 0.001 < metrics["atom_vectors_mae"] < 5.0
+    assert metrics["relaxed_energy_mae"] > 0

@@ -549,3 +549,28 @@ def test_shipped_config_parses():
     shared, options = parse_data_config(config)
     assert shared.format == "oc20" and shared.batch_size == 8
     assert options == OC20Options()  # task s2ef, layout auto, no pickles, adsorption energies
+
+
+def test_download_checks_the_published_md5_and_unpacks(tmp_path, monkeypatch):
+    """A local archive served through a file:// URL: unpacked when its MD5 is the listed one,
+    refused (and not unpacked) when it is not."""
+    import hashlib
+    import io
+    import tarfile
+
+    from molfold.data.sources import oc20_download
+
+    server = tmp_path / "server"
+    server.mkdir()
+    payload = b"random1,frame0,-1.5\n"
+    with tarfile.open(server / "s2ef_val_id.tar", "w") as tar:
+        info = tarfile.TarInfo("s2ef_val_id/0.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    checksum = hashlib.md5((server / "s2ef_val_id.tar").read_bytes()).hexdigest()
+    monkeypatch.setitem(oc20_download.OC20_ARCHIVES, "s2ef_val_id", ("s2ef_val_id.tar", checksum))
+    root = oc20_download.download_oc20("s2ef_val_id", tmp_path / "oc20", f"file://{server}/")
+    assert (root / "s2ef_val_id" / "0.txt").read_bytes() == payload
+    monkeypatch.setitem(oc20_download.OC20_ARCHIVES, "s2ef_val_id", ("s2ef_val_id.tar", "0" * 32))
+    with pytest.raises(DataError, match="MD5"):
+        oc20_download.download_oc20("s2ef_val_id", tmp_path / "oc20", f"file://{server}/")

@@ -161,3 +161,30 @@ def test_allegro_trains_on_a_qm9_energy_target(tmp_path):
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     assert metrics["energy_mae"] > 0 and "forces_mae" not in metrics
     assert (run_dir / "parity.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "task", "checks"),
+    [
+        (["data=qm9", "data.target=homo", "task.loss=mse"], "property", {"loss": "mse"}),
+        (["data=md17", "task.loss=mae"], "potential", {"loss": "mae", "forces_weight": 80.0}),
+        (["data=oc20", "data.task=is2re", "task.standardize=false"], "property", {}),
+        (
+            ["data=md17", "task=potential", "task.forces_weight=3"],
+            "potential",
+            {"forces_weight": 3},
+        ),
+    ],
+)
+def test_equiformer_task_follows_the_data_and_takes_its_keys(overrides, task, checks, capsys):
+    import yaml
+
+    assert main(["train", "--cfg", "model=equiformer", *overrides]) == 0
+    section = yaml.safe_load(capsys.readouterr().out)["task"]
+    assert section["name"] == task
+    assert {key: section[key] for key in checks} == checks
+
+
+def test_a_key_of_another_task_is_an_error(capsys):
+    assert main(["train", "--cfg", "model=equiformer", "data=md17", "task.standardize=false"]) == 2
+    assert "task.standardize" in capsys.readouterr().err
