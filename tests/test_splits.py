@@ -151,3 +151,45 @@ def test_group_split_keeps_each_group_in_one_split():
     assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(len(groups)))
     for name, indices in split.items():
         assert set(np.flatnonzero(np.isin(groups, list(seen[name])))) == set(indices.tolist())
+
+
+def test_statistics_read_each_structure_of_a_lazy_source_once():
+    """A lazy source (OC20) reads a structure from disk on every access: the statistics take one
+    pass, and give what the per-structure arithmetic gives."""
+    from torch_geometric.data import Data
+
+    from molfold.data.statistics import fit_statistics
+
+    rng = np.random.default_rng(0)
+    graphs = [
+        Data(
+            z=torch.tensor([1, 8, 8][: 2 + k % 2]),
+            energy=torch.tensor([float(-5 - k)], dtype=torch.float64),
+            forces=torch.tensor(rng.normal(size=(2 + k % 2, 3))),
+            edge_index=torch.zeros(2, 3 + k, dtype=torch.long),
+        )
+        for k in range(6)
+    ]
+
+    class Counting:
+        reads = 0
+
+        def __len__(self):
+            return len(graphs)
+
+        def __getitem__(self, k):
+            Counting.reads += 1
+            return graphs[k]
+
+    statistics = fit_statistics(Counting())
+    assert Counting.reads == len(graphs)
+    atoms = np.array([g.num_nodes for g in graphs])
+    energies = np.array([float(g.energy) for g in graphs])
+    forces = np.concatenate([g.forces.numpy().ravel() for g in graphs])
+    assert statistics["per_atom_energy_mean"] == pytest.approx(np.mean(energies / atoms))
+    assert statistics["energy_scale"] == pytest.approx(np.sqrt(np.mean(forces**2)))
+    assert statistics["avg_num_neighbors"] == pytest.approx(
+        sum(3 + k for k in range(6)) / atoms.sum()
+    )
+    assert statistics["avg_num_atoms"] == pytest.approx(atoms.mean())
+    assert statistics["species"] == [1, 8]

@@ -46,6 +46,7 @@ from molfold.data.splits import (
     saved_split,
     split_request,
 )
+from molfold.data.statistics import PROGRESS_MIN_STRUCTURES
 from molfold.data.structure_cache import cache_file, read_structures, write_structures
 from molfold.errors import ConfigError, DataError, MissingFileError
 from molfold.io import atomic_write
@@ -106,10 +107,6 @@ def parse_data_config(values: dict[str, Any]) -> tuple[DataConfig, Any]:
     return config, options
 
 
-PROGRESS_MIN_STRUCTURES = 5000
-"""Transforms over at least this many structures show a progress bar."""
-
-
 class LazyStructures(Sequence):
     """The structures of a lazy source (too many to hold in memory, OC20) with ``transforms``
     applied to each when it is read; ``indices`` selects a subset (a split) without reading."""
@@ -134,6 +131,14 @@ class LazyStructures(Sequence):
         return LazyStructures(
             self.base, self.transforms, self.name, [self.indices[i] for i in indices]
         )
+
+
+def untransformed(structures: Sequence[Data]) -> Sequence[Data]:
+    """The structures as their source gives them: a lazy source's without its transforms (a
+    check of the elements need not build radius graphs), a list as it is."""
+    if isinstance(structures, LazyStructures):
+        return LazyStructures(structures.base, [], structures.name, structures.indices)
+    return structures
 
 
 def group_labels(structures: Sequence[Data], field: str) -> np.ndarray:
@@ -329,7 +334,7 @@ class DataModule(L.LightningDataModule):
 
             wait_for(fitted_on_this_split, statistics_file)
             self.statistics = json.loads(statistics_file.read_text())["statistics"]
-        self.task.check_statistics(self.statistics, self.items)
+        self.task.check_statistics(self.statistics, untransformed(self.items))
 
     def target_units(self) -> list[tuple[str, str]]:
         """Name and unit of each graph target the source gives (none for most)."""

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from molfold.data import graph as G
-from molfold.data.statistics import structure_statistics, target_statistics
+from molfold.data.statistics import property_statistics
 from molfold.errors import DataError
 from molfold.models.property import ATOM_VECTORS_OUTPUT, TARGET_OUTPUT
 from molfold.tasks.base import StructureTask
@@ -95,10 +95,7 @@ class PropertyTask(StructureTask):
         if not targets:
             raise DataError("the data names no targets for a property model (set data.target)")
         names, units = zip(*targets)
-        return {
-            **structure_statistics(graphs),
-            "targets": target_statistics(graphs, names, units, settings.standardize),
-        }
+        return property_statistics(graphs, names, units, settings.standardize)
 
     @property
     def units(self) -> dict[str, str]:  # type: ignore[override]
