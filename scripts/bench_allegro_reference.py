@@ -62,6 +62,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from bench_machine import time_calls  # scripts/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 ASPIRIN_NPZ = REPO / "data" / "aspirin_xtb_500K.npz"
@@ -270,18 +271,6 @@ def load_split(path: Path) -> dict:
 def rss_mib() -> float:
     """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def timing_record(times: list[float], n_structures: int, n_atoms: int) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -23,3 +25,15 @@ def machine_info(threads: int) -> dict:
         "platform": platform.platform(),
         "load_average_start": list(os.getloadavg()),
     }
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times

@@ -45,10 +45,6 @@ run_md_script = load_script("run_md")
 relax_script = load_script("relax")
 
 
-run_md_script = load_script("run_md")
-relax_script = load_script("relax")
-
-
 def nve_energy_error(
     calculator, atoms: Atoms, timestep_fs: float, steps: int, seed: int = 0
 ) -> float:
