@@ -55,7 +55,8 @@ Departures from the reference:
   slot), so it is not done. The atom-type mapping and the radius graph are not in the model.
 * The OC20 auxiliary head (``atom_vector_head``) is the reference's: a graph attention from the
   final (normalised) node features to one vector per atom, 1x1e (``parity=False``) or 1x1o;
-  ``"atom_vectors"`` [N, 3] is in the standardised units of the task, like ``"graph"``.
+  ``"atom_vectors"`` [N, 3] are displacements in Angstrom (``PropertyModel`` does not rescale
+  them; the task trains them against relaxed minus initial positions).
 """
 
 from __future__ import annotations
