@@ -99,6 +99,7 @@ class PropertyTask(StructureTask):
 
     @property
     def units(self) -> dict[str, str]:  # type: ignore[override]
+        """Metric -> unit for tables, from the model's targets (the papers' units)."""
         table = {}
         for name, unit in zip(self.model.names, self.model.units):
             shown, _ = reported(unit)
