@@ -44,6 +44,7 @@ from molfold.data.datamodule import load_structures, parse_data_config
 from molfold.data.molgraph import MOLECULE_FIELDS
 from molfold.data.sources import source
 from molfold.data.sources.qm9_targets import TARGETS
+from molfold.data.statistics import ScanTally
 from molfold.io import atomic_write
 from molfold.tasks.metrics import format_table
 
@@ -98,11 +99,8 @@ class _Tally:
     """Running totals over the structures, one :meth:`add` each."""
 
     def __init__(self) -> None:
-        self.n_atoms: list[int] = []
-        self.elements = np.zeros(119, dtype=np.int64)
-        self.energy: list[float] = []
-        self.energy_per_atom: list[float] = []
-        self.force_square_sum, self.force_components, self.force_max = 0.0, 0, 0.0
+        self.scan = ScanTally()  # atoms, elements, energies, force sums: as the statistics
+        self.force_max = 0.0
         self.volumes: list[float] = []
         self.tags: dict[int, int] = {}
         self.fixed: int | None = None
@@ -116,20 +114,10 @@ class _Tally:
     def add(self, data: Any) -> None:
         keys = set(data.keys())
         self.found = keys if self.found is None else self.found & keys
-        z = data[G.Z].reshape(-1).long()
-        n = len(z)
-        self.n_atoms.append(n)
-        self.elements += np.bincount(z.numpy(), minlength=119)[:119]
-        if G.ENERGY in keys:
-            energy = float(data[G.ENERGY].reshape(-1)[0])
-            self.energy.append(energy)
-            self.energy_per_atom.append(energy / n)
-        if G.FORCES in keys:
-            forces = data[G.FORCES].double().reshape(-1, 3)
-            self.force_square_sum += float((forces**2).sum())
-            self.force_components += forces.numel()
-            if len(forces):
-                self.force_max = max(self.force_max, float(forces.norm(dim=1).max()))
+        self.scan.add(data)
+        if G.FORCES in keys and data[G.FORCES].numel():
+            norms = data[G.FORCES].double().reshape(-1, 3).norm(dim=1)
+            self.force_max = max(self.force_max, float(norms.max()))
         if G.PBC in keys and bool(data[G.PBC].any()):
             cell = data[G.CELL].double().reshape(3, 3)
             self.volumes.append(abs(float(torch.linalg.det(cell))))
@@ -167,7 +155,10 @@ def inspect_dataset(values: dict[str, Any]) -> dict[str, Any]:
     tally = _Tally()
     for k in tqdm(range(len(structures)), desc="inspecting", unit="structure", disable=None):
         tally.add(structures[k])
-    n_atoms = np.asarray(tally.n_atoms)
+    found = tally.scan.result()
+    n_atoms = found.num_atoms
+    with_energy = [k for k, e in enumerate(tally.scan.energies) if e is not None]
+    energies = np.array([tally.scan.energies[k] for k in with_energy])
     summary: dict[str, Any] = {
         "format": config.format,
         "name": config.name,
@@ -181,7 +172,8 @@ def inspect_dataset(values: dict[str, Any]) -> dict[str, Any]:
             "max": int(n_atoms.max()),
         },
         "elements": {
-            chemical_symbols[z]: int(count) for z, count in enumerate(tally.elements) if count > 0
+            chemical_symbols[z]: int(count)
+            for z, count in zip(found.species, found.composition.sum(axis=0))
         },
         "periodic": {"structures": len(tally.volumes), "cell_volume": _stats(tally.volumes)},
         "energy": None,
@@ -193,17 +185,17 @@ def inspect_dataset(values: dict[str, Any]) -> dict[str, Any]:
         "fields": list(src.fields(options)),
         "fields_found": sorted(tally.found or ()),
     }
-    if tally.energy:
+    if with_energy:
         summary["energy"] = {
             "unit": "eV",
-            "count": len(tally.energy),
-            **_stats(tally.energy),
-            "per_atom": _stats(tally.energy_per_atom),
+            "count": len(with_energy),
+            **_stats(energies.tolist()),
+            "per_atom": _stats((energies / n_atoms[with_energy]).tolist()),
         }
-    if tally.force_components:
+    if found.force_components:
         summary["forces"] = {
             "unit": "eV/Angstrom",
-            "rms": (tally.force_square_sum / tally.force_components) ** 0.5,
+            "rms": (found.force_squares / found.force_components) ** 0.5,
             "max_norm": tally.force_max,
         }
     if tally.tags:

@@ -57,35 +57,51 @@ class Scan:
         return self.composition.sum(axis=1)
 
 
+class ScanTally:
+    """The running totals behind a :class:`Scan`, one :meth:`add` per structure (``molfold data
+    inspect`` keeps its own extras beside them)."""
+
+    def __init__(self) -> None:
+        self.counts: list[dict[int, int]] = []
+        self.energies: list[float | None] = []
+        self.targets: list[np.ndarray] = []
+        self.force_squares, self.force_components, self.edges = 0.0, 0, 0
+
+    def add(self, graph: Data) -> None:
+        z = graph[G.Z].reshape(-1)
+        self.counts.append(dict(zip(*(v.tolist() for v in z.unique(return_counts=True)))))
+        self.energies.append(float(graph[G.ENERGY].reshape(-1)[0]) if G.ENERGY in graph else None)
+        if G.TARGET in graph:
+            self.targets.append(graph[G.TARGET].double().reshape(-1).numpy())
+        if G.FORCES in graph:
+            self.force_squares += float((graph[G.FORCES].double() ** 2).sum())
+            self.force_components += graph[G.FORCES].numel()
+        if G.EDGE_INDEX in graph:
+            self.edges += graph[G.EDGE_INDEX].shape[1]
+
+    def result(self) -> Scan:
+        species = sorted({z for count in self.counts for z in count})
+        composition = np.array([[count.get(z, 0) for z in species] for count in self.counts])
+        return Scan(
+            species=species,
+            composition=composition.reshape(len(self.counts), len(species)),
+            energies=None if None in self.energies else np.array(self.energies),
+            targets=np.stack(self.targets) if len(self.targets) == len(self.counts) else None,
+            force_squares=self.force_squares,
+            force_components=self.force_components,
+            edges=self.edges,
+        )
+
+
 def scan(graphs: Sequence[Data]) -> Scan:
     """Read each structure of ``graphs`` once (a progress bar for large sets)."""
     if len(graphs) == 0:
         raise DataError("the training set is empty")
-    counts, energies, targets = [], [], []
-    force_squares, force_components, edges = 0.0, 0, 0
+    tally = ScanTally()
     quiet = len(graphs) < PROGRESS_MIN_STRUCTURES
     for k in tqdm(range(len(graphs)), desc="statistics", unit="structure", disable=quiet):
-        graph = graphs[k]
-        counts.append(dict(zip(*(v.tolist() for v in graph[G.Z].unique(return_counts=True)))))
-        energies.append(float(graph[G.ENERGY].reshape(-1)[0]) if G.ENERGY in graph else None)
-        if G.TARGET in graph:
-            targets.append(graph[G.TARGET].double().reshape(-1).numpy())
-        if G.FORCES in graph:
-            force_squares += float((graph[G.FORCES].double() ** 2).sum())
-            force_components += graph[G.FORCES].numel()
-        if G.EDGE_INDEX in graph:
-            edges += graph[G.EDGE_INDEX].shape[1]
-    species = sorted({z for count in counts for z in count})
-    composition = np.array([[count.get(z, 0) for z in species] for count in counts])
-    return Scan(
-        species=species,
-        composition=composition,
-        energies=None if None in energies else np.array(energies),
-        targets=np.stack(targets) if len(targets) == len(graphs) else None,
-        force_squares=force_squares,
-        force_components=force_components,
-        edges=edges,
-    )
+        tally.add(graphs[k])
+    return tally.result()
 
 
 def species_of(graphs: Sequence[Data]) -> list[int]:
