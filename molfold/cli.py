@@ -3,7 +3,8 @@
 Hydra lives here and nowhere else: overrides are composed with the YAML files in ``configs/``
 into a plain dict, which the training and evaluation code take as their only input.
 Commands: ``train`` (configs/train.yaml), ``eval`` (configs/eval.yaml), ``predict``
-(configs/predict.yaml), ``data inspect`` (configs/data_inspect.yaml).
+(configs/predict.yaml), ``data inspect`` (configs/data_inspect.yaml); ``lammps`` takes LAMMPS's
+own command line instead (:mod:`molfold.lammps.driver`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ commands:
   eval    evaluate a checkpoint  molfold eval ckpt=runs/x/checkpoints/best.ckpt data.path=file.npz
   predict conformers from SMILES molfold predict smiles="CC(=O)Nc1ccc(O)cc1" output=out.sdf
   data    inspect a dataset      molfold data inspect data=ase data.path=f.extxyz output=s.json
+  lammps  run a LAMMPS script    mpirun -np 4 molfold lammps in.lammps -var T 300
+          (LAMMPS options, not key=value; see molfold.lammps.driver)
 
 Config groups and defaults live in {configs}; `molfold <command> --cfg` prints the composed config.
 """
@@ -158,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE.format(configs=config_dir()))
         return 0
     command, overrides = argv[0], argv[1:]
+    if command == "lammps":  # LAMMPS's own command line, no Hydra
+        from molfold.lammps.driver import main as lammps_main
+
+        return lammps_main(overrides)
     if command not in ("train", "eval", "predict", "data"):
         print(f"molfold: unknown command {command!r}\n\n" + USAGE.format(configs=config_dir()))
         return 2

@@ -126,6 +126,10 @@ class Allegro(nn.Module):
     ``forward(data, atom_types [N]) -> [N]`` per-atom energies (unscaled).
     """
 
+    strictly_local = True
+    """E_i depends only on the edges centred at i: LAMMPS domains need a 2 r_max ghost shell
+    (:mod:`molfold.lammps.evaluation`)."""
+
     def __init__(
         self,
         num_types: int,
