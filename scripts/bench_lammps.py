@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_machine import machine_info  # noqa: E402
 
 from molfold.io import atomic_write  # noqa: E402
+from molfold.models.checkpoint import load_model  # noqa: E402
 from molfold.shipped import shipped_data  # noqa: E402
 
 LATTICE = 3.59  # Angstrom, near the EMT / model lattice constant of Cu
@@ -132,6 +133,32 @@ def ase_case(model: str, n: int, steps: int, dtype: str | None) -> dict:
     }
 
 
+def neighbour_list_case(n: int, r_max: float) -> dict:
+    """Reusing LAMMPS's neighbour list against vesin, on one process: LAMMPS's half list of the
+    zero pair style (cutoff r_max, plus the skin) read into Python atom by atom (the only way its
+    library interface offers), against vesin's full list of the periodic cell."""
+    from molfold.data.neighbors import neighbor_list
+    from molfold.lammps.driver import import_mpi_and_lammps, lammps_cell
+
+    _, lammps = import_mpi_and_lammps()
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none"])
+    setup = INPUT.split("pair_style")[0].format(lattice=LATTICE, n=n)
+    lmp.commands_string(setup + f"pair_style zero {r_max}\npair_coeff * *\nrun 0\n")
+    start = time.perf_counter()
+    neighbours = lmp.numpy.get_neighlist(lmp.find_pair_neighlist("zero"))
+    pairs = sum(len(neighbours.get(k)[1]) for k in range(len(neighbours)))
+    lammps_seconds = time.perf_counter() - start
+    nlocal = lmp.extract_global("nlocal")
+    positions = np.array(lmp.numpy.extract_atom("x", nelem=nlocal, dim=3))
+    cell, pbc = lammps_cell(lmp)
+    start = time.perf_counter()
+    edges = neighbor_list(positions, r_max, cell, pbc)[0].shape[1]
+    vesin_seconds = time.perf_counter() - start
+    lmp.close()
+    return {"atoms": nlocal, "lammps_half_list_ms": 1e3 * lammps_seconds, "lammps_pairs": pairs,
+            "vesin_full_list_ms": 1e3 * vesin_seconds, "vesin_edges": edges}  # fmt: skip
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(headers)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"]
@@ -199,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     for ranks in args.ranks:
         n = cells_for(args.weak_atoms * ranks)
         weak.append(lammps_case(args.model, n, ranks, args.steps, args.dtype, extra))
-    result["cases"] = {"strong": strong, "weak": weak, "ase": ase}
+    r_max = load_model(args.model).r_max
+    lists = [neighbour_list_case(cells_for(size), r_max) for size in args.sizes]
+    result["cases"] = {"strong": strong, "weak": weak, "ase": ase, "neighbour_lists": lists}
     print("\nStrong scaling (same cell on more ranks)")
     print(table(HEADERS, scaling_rows(strong, weak=False)))
     print(f"\nWeak scaling (about {args.weak_atoms:,} atoms per rank)")
@@ -215,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             ])  # fmt: skip
         print("\nLAMMPS on one rank against ASE on one process (same model, same cell)")
         print(table(["atoms", "ASE steps/s", "LAMMPS steps/s", "LAMMPS / ASE speed"], rows))
+    print("\nNeighbour list per force call: LAMMPS's, read into Python, against vesin's")
+    rows = [[f"{c['atoms']:,}", f"{c['lammps_half_list_ms']:.3g}", f"{c['vesin_full_list_ms']:.3g}"]
+            for c in lists]  # fmt: skip
+    print(table(["atoms", "LAMMPS half list ms", "vesin full list ms"], rows))
     result["machine"]["load_average_end"] = list(os.getloadavg())
     atomic_write(args.json, json.dumps(result, indent=2))
     print(f"\nwrote {args.json}")
