@@ -252,9 +252,8 @@ def test_bad_input_stops_every_rank(tmp_path, cu_o_model, equiformer_model, case
         "equiformer": equiformer_model,
     }
     write_data(tmp_path / "data.lmp", triclinic_cu_o(), ["Cu", "O"])
-    script = FORCES_SCRIPT.format(
-        boundary="p p p", ranks=2, elements="Cu Fe" if case == "element" else "Cu O"
-    )
+    elements = "Cu Fe" if case == "element" else "Cu O"
+    script = FORCES_SCRIPT.format(units="metal", boundary="p p p", ranks=2, elements=elements)
     script = script.replace("model.ckpt", str(models[case]))
     done = run_lammps(tmp_path, script, 2, "-log", "log.lammps", check=False)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
