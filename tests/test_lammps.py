@@ -47,7 +47,7 @@ ENERGY_IN_EV = {"metal": 1.0, "real": ase_units.kcal / ase_units.mol}
 FORCES_SCRIPT = """units {units}
 atom_style atomic
 boundary {boundary}
-processors {ranks} 1 1
+processors {grid}
 read_data data.lmp
 pair_style molfold model.ckpt dtype float64
 pair_coeff * * {elements}
@@ -162,20 +162,24 @@ def slab_cu_o() -> Atoms:
 
 
 @pytest.mark.parametrize(
-    "structure, boundary, ranks, units",
-    [("triclinic", "p p p", 1, "metal"), ("triclinic", "p p p", 2, "metal"),
-     ("triclinic", "p p p", 4, "metal"), ("triclinic", "p p p", 2, "real"),
-     ("slab", "p p f", 1, "metal"), ("slab", "p p f", 2, "metal")],
+    "structure, boundary, grid, units",
+    [("triclinic", "p p p", "1 1 1", "metal"), ("triclinic", "p p p", "2 1 1", "metal"),
+     ("triclinic", "p p p", "4 1 1", "metal"), ("triclinic", "p p p", "2 2 1", "metal"),
+     ("triclinic", "p p p", "2 1 1", "real"),
+     ("slab", "p p f", "1 1 1", "metal"), ("slab", "p p f", "1 1 2", "metal")],
 )  # fmt: skip
-def test_driver_equals_the_calculator(tmp_path, cu_o_model, structure, boundary, ranks, units):
+def test_driver_equals_the_calculator(tmp_path, cu_o_model, structure, boundary, grid, units):
     """Energy, forces and virial through LAMMPS equal MolfoldCalculator's (float64, 1e-10
-    relative), and so do the sums of LAMMPS's per-atom energies and virials."""
+    relative), and so do the sums of LAMMPS's per-atom energies and virials. The processor
+    grid splits the box into domains thinner than r_max (4 x 2.7 A along a), or along two
+    directions, or across the slab's vacuum (one rank may hold no atom)."""
+    ranks = int(np.prod([int(n) for n in grid.split()]))
     atoms = triclinic_cu_o() if structure == "triclinic" else slab_cu_o()
     elements = ["Cu", "O"]
     write_data(tmp_path / "data.lmp", atoms, elements)
     (tmp_path / "model.ckpt").symlink_to(cu_o_model)
     script = FORCES_SCRIPT.format(
-        units=units, boundary=boundary, ranks=ranks, elements=" ".join(elements)
+        units=units, boundary=boundary, grid=grid, elements=" ".join(elements)
     )
     done = run_lammps(tmp_path, script, ranks, "-log", "log.lammps")
     mode = "whole cell" if ranks == 1 else "domains"
@@ -223,7 +227,7 @@ def test_message_passing_model_on_one_rank(tmp_path, equiformer_model):
     atoms = triclinic_cu_o()
     write_data(tmp_path / "data.lmp", atoms, ["Cu", "O"])
     (tmp_path / "model.ckpt").symlink_to(equiformer_model)
-    script = FORCES_SCRIPT.format(units="metal", boundary="p p p", ranks=1, elements="Cu O")
+    script = FORCES_SCRIPT.format(units="metal", boundary="p p p", grid="1 1 1", elements="Cu O")
     run_lammps(tmp_path, script, 1, "-log", "log.lammps")
     atoms.calc = MolfoldCalculator(equiformer_model)
     assert thermo(tmp_path / "log.lammps")[0][1] == pytest.approx(
@@ -253,7 +257,7 @@ def test_bad_input_stops_every_rank(tmp_path, cu_o_model, equiformer_model, case
     }
     write_data(tmp_path / "data.lmp", triclinic_cu_o(), ["Cu", "O"])
     elements = "Cu Fe" if case == "element" else "Cu O"
-    script = FORCES_SCRIPT.format(units="metal", boundary="p p p", ranks=2, elements=elements)
+    script = FORCES_SCRIPT.format(units="metal", boundary="p p p", grid="2 1 1", elements=elements)
     script = script.replace("model.ckpt", str(models[case]))
     done = run_lammps(tmp_path, script, 2, "-log", "log.lammps", check=False)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]

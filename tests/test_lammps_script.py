@@ -12,7 +12,7 @@ from ase.build import bulk
 
 from molfold import MolfoldCalculator
 from molfold.errors import ConfigError, MissingFileError
-from molfold.lammps.evaluation import VIRIAL_ORDER, RankEvaluator, strictly_local
+from molfold.lammps.evaluation import VIRIAL_ORDER, Box, RankEvaluator, strictly_local
 from molfold.lammps.model import species_of_types
 from molfold.lammps.script import logical_lines, parse_pair_coeff, parse_pair_style, read_script
 
@@ -116,9 +116,12 @@ def decomposed(atoms, slabs: int, images: int = 2):
 
 
 @pytest.mark.parametrize("slabs", [1, 3])
-def test_domains_add_up_to_the_whole_cell(float64, slabs):
+@pytest.mark.parametrize("fold", [False, True])
+def test_domains_add_up_to_the_whole_cell(float64, slabs, fold):
     """Per-rank energies, forces and virials of a triclinic Cu/O cell cut into slabs thinner
-    than r_max equal the ASE calculator's energy, forces and -V * stress."""
+    than r_max equal the ASE calculator's energy, forces and -V * stress: with every ghost in
+    the graph, or with the images along the unsplit directions folded into a periodic graph
+    (b and c; a too for a single slab)."""
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (3, 2, 2)
     atoms.set_cell(np.asarray(atoms.cell) + [[0, 0, 0], [0.6, 0, 0], [0.4, -0.5, 0]], True)
     atoms.numbers[::7] = 8
@@ -133,7 +136,12 @@ def test_domains_add_up_to_the_whole_cell(float64, slabs):
     energy, virial, forces = 0.0, np.zeros(6), np.full((len(atoms), 3), np.nan)
     for own, positions, ghost_atoms in decomposed(atoms, slabs):
         types = np.concatenate([types_of[own], types_of[ghost_atoms]])
-        result = evaluator.domain(positions, types, len(own))
+        box = Box(np.asarray(atoms.cell), np.zeros(3), np.array([slabs == 1, True, True]))
+        tags = np.concatenate([own, ghost_atoms])
+        if fold:
+            result = evaluator.domain(positions, types, len(own), box, tags)
+        else:
+            result = evaluator.domain(positions, types, len(own))
         energy, virial = energy + result.energy, virial + result.virial
         forces[own] = result.forces
         np.testing.assert_allclose(result.atom_virials.sum(0), result.virial, atol=1e-12)

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from molfold.errors import ConfigError, MolfoldError
+from molfold.lammps.evaluation import Box, RankEvaluator
 from molfold.lammps.script import Script, parse_pair_coeff, parse_pair_style, read_script
 from molfold.units import KCAL_PER_MOL_TO_EV
 
@@ -143,13 +144,16 @@ class ForceCallback:
     def _compute(self, nlocal: int, x: Any, f: Any) -> None:
         lmp, numpy = self.lmp, self.lmp.numpy
         start = time.perf_counter()
+        cell, pbc = lammps_cell(lmp)
         if self.decompose:
             nall = nlocal + lmp.extract_global("nghost")
-            positions = numpy.extract_atom("x", nelem=nall, dim=3)
-            types = numpy.extract_atom("type", nelem=nall)
-            result = self.evaluator.domain(np.array(positions), np.array(types), nlocal)
+            positions = np.array(numpy.extract_atom("x", nelem=nall, dim=3))
+            types = np.array(numpy.extract_atom("type", nelem=nall))
+            tags = np.array(numpy.extract_atom("id", nelem=nall))
+            folded = pbc & (np.asarray(lmp.extract_global("procgrid")) == 1)
+            box = Box(cell, np.asarray(lmp.extract_global("boxlo")), folded)
+            result = self.evaluator.domain(positions, types, nlocal, box, tags)
         else:
-            cell, pbc = lammps_cell(lmp)
             types = numpy.extract_atom("type", nelem=nlocal)
             result = self.evaluator.whole(np.array(x), np.array(types), cell, pbc)
         computed = time.perf_counter()
@@ -268,10 +272,22 @@ class Driver:
         self.lmp.command(f"pair_style zero {cutoff!r} nocoeff")
 
     def _pair_coeff(self) -> None:
-        from molfold.lammps.evaluation import RankEvaluator
         from molfold.lammps.model import species_of_types
 
         where = self.script.where(self.script.pair_coeff)
+        if not self.lmp.extract_setting("box_exist"):
+            raise ConfigError(
+                f"{where}: pair_coeff before the simulation box exists; define it first "
+                "(read_data, read_restart or create_box)"
+            )
+        earlier_fixes = self.lmp.available_ids("fix")
+        if earlier_fixes and self.comm.rank == 0:
+            print(
+                f"molfold: fixes defined before pair_coeff ({', '.join(earlier_fixes)}) see the "
+                "forces before molfold's are added at each step; define fixes that change "
+                "forces (setforce, aveforce, ...) after pair_coeff",
+                flush=True,
+            )
         ntypes = self.lmp.extract_global("ntypes")
         elements = parse_pair_coeff(self._expanded(self.script.pair_coeff), ntypes, where)
         numbers = species_of_types(self.potential, elements, where)

@@ -68,6 +68,42 @@ class RankResult:
     atom_virials: np.ndarray
 
 
+@dataclass
+class Box:
+    """The simulation box as one rank sees it.
+
+    cell : [3, 3] lattice vectors as rows, Angstrom
+    origin : [3] the box's low corner, Angstrom
+    folded : [3] bool, lattice directions that are periodic and not split among ranks: this
+        rank's atoms and ghosts span the whole box along them
+    """
+
+    cell: np.ndarray
+    origin: np.ndarray
+    folded: np.ndarray
+
+
+def fold_images(positions: np.ndarray, tags: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """One copy of each atom per periodic image across the split directions.
+
+    Copies of an atom (same tag) that differ only by lattice vectors along ``box.folded`` are
+    one atom of a graph periodic along those directions; copies that differ along a split
+    direction stay distinct. The first copy is kept (local atoms come first, so they are kept
+    and stay first), wrapped into the box along the folded directions. Returns the kept indices
+    [M] (ascending) and their positions [M, 3].
+    """
+    fractional = (positions - box.origin) @ np.linalg.inv(box.cell)
+    folded, split = box.folded, ~box.folded
+    wrapped = positions - np.floor(fractional[:, folded]) @ box.cell[folded]
+    unique_tags, first = np.unique(tags, return_index=True)
+    reference = fractional[first][np.searchsorted(unique_tags, tags)]
+    # integer image across the split directions, relative to the atom's first copy
+    image = np.rint(fractional[:, split] - reference[:, split]).astype(np.int64)
+    _, kept = np.unique(np.column_stack([tags, image]), axis=0, return_index=True)
+    kept.sort()
+    return kept, wrapped[kept]
+
+
 def strictly_local(potential: Potential) -> bool:
     """Whether the potential's per-atom energy E_i depends only on the edges centred at i (a class
     attribute ``strictly_local`` of its network; Allegro sets it)."""
@@ -100,16 +136,36 @@ class RankEvaluator:
         counted = np.ones(len(positions), dtype=bool)
         return self._evaluate(positions, types, edge_index, offsets, distance, counted, None)
 
-    def domain(self, positions: np.ndarray, types: np.ndarray, nlocal: int) -> RankResult:
+    def domain(
+        self,
+        positions: np.ndarray,
+        types: np.ndarray,
+        nlocal: int,
+        box: Box | None = None,
+        tags: np.ndarray | None = None,
+    ) -> RankResult:
         """Local atoms ``positions[:nlocal]`` and ghosts ``positions[nlocal:]`` (Angstrom), with a
-        ghost shell of at least 2 r_max around the sub-domain."""
-        edge_index, _, distance = neighbor_list(positions, self.r_max)
+        ghost shell of at least 2 r_max around the sub-domain.
+
+        With ``box`` and ``tags`` (atom IDs [N]), ghosts that are periodic images along the
+        box's ``folded`` directions (those LAMMPS did not split among ranks) are replaced by a
+        graph periodic along them (:func:`fold_images`): then only atoms across the split
+        directions are counted twice, not the rank's own periodic images."""
+        offsets_of = np.zeros((3, 3))
+        if box is not None and box.folded.any():
+            kept, positions = fold_images(positions, tags, box)
+            types = types[kept]
+            edge_index, shift, distance = neighbor_list(positions, self.r_max, box.cell, box.folded)
+            offsets_of = box.cell
+        else:
+            edge_index, shift, distance = neighbor_list(positions, self.r_max)
         neighbour, centre = edge_index
         counted = np.zeros(len(positions), dtype=bool)
         counted[:nlocal] = True
         counted[neighbour[centre < nlocal]] = True  # every atom within r_max of a local atom
         keep = counted[centre]
         edge_index, distance = edge_index[:, keep], distance[keep]
+        offsets = shift[keep].astype(np.float64) @ offsets_of
         # only the counted centres and their neighbours enter the model; local atoms first
         used = np.zeros(len(positions), dtype=bool)
         used[:nlocal] = True
@@ -118,7 +174,6 @@ class RankEvaluator:
         index = np.flatnonzero(used)
         renumber = np.full(len(positions), -1, dtype=np.int64)
         renumber[index] = np.arange(len(index))
-        offsets = np.zeros((edge_index.shape[1], 3))
         return self._evaluate(
             positions[index], types[index], renumber[edge_index], offsets, distance,
             counted[index], nlocal,
@@ -171,13 +226,18 @@ class RankEvaluator:
         if grad_pos is None:  # no edges: nothing depends on the positions
             grad_pos, grad_offsets = torch.zeros_like(pos), torch.zeros_like(edge_offsets)
         neighbour, centre = data[G.EDGE_INDEX]
+        if nlocal < len(positions):  # the virial of the local atoms' energies only
+            local_edges = centre < nlocal
+            neighbour, centre = neighbour[local_edges], centre[local_edges]
+            edge_offsets, grad_offsets = edge_offsets[local_edges], grad_offsets[local_edges]
         vectors = (pos[neighbour] - pos[centre] + edge_offsets).detach()
-        local_edges = centre < nlocal
-        per_edge = -vectors[local_edges].unsqueeze(2) * grad_offsets[local_edges].unsqueeze(1)
-        per_edge = 0.5 * (per_edge + per_edge.transpose(1, 2))  # the symmetric strain's virial
-        rows, columns = zip(*VIRIAL_ORDER)
-        per_edge = per_edge[:, list(rows), list(columns)]  # [E_local, 6]
-        atom_virials = per_edge.new_zeros(nlocal, 6).index_add_(0, centre[local_edges], per_edge)
+        rows, columns = (list(axes) for axes in zip(*VIRIAL_ORDER))
+        # -r (x) dE/dr, symmetrised (the strain is symmetric), in LAMMPS's 6-component order
+        per_edge = -0.5 * (
+            vectors[:, rows] * grad_offsets[:, columns]
+            + vectors[:, columns] * grad_offsets[:, rows]
+        )
+        atom_virials = per_edge.new_zeros(nlocal, 6).index_add_(0, centre, per_edge)
         local_energies = atom_energies[:nlocal].detach()
         return RankResult(
             energy=float(local_energies.sum()),
