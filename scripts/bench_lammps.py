@@ -69,8 +69,10 @@ def cells_for(atoms: int) -> int:
     return max(1, round((atoms / 4) ** (1 / 3)))
 
 
-def lammps_case(model: str, n: int, ranks: int, steps: int, dtype: str | None, extra: list[str]):
-    """One ``mpirun -np ranks molfold lammps`` run; its timings."""
+def lammps_case(
+    model: str, n: int, ranks: int, steps: int, dtype: str | None, extra: list[str], threads: int
+) -> dict:
+    """One ``mpirun -np ranks molfold lammps`` run with ``threads`` torch threads per rank."""
     with tempfile.TemporaryDirectory(prefix="bench-lammps-") as folder:
         script = INPUT.format(
             lattice=LATTICE, n=n, model=model, steps=steps,
@@ -79,7 +81,8 @@ def lammps_case(model: str, n: int, ranks: int, steps: int, dtype: str | None, e
         Path(folder, "in.bench").write_text(script)
         command = [str(BIN / "mpirun"), *extra, "-np", str(ranks), str(BIN / "molfold")]
         command += ["lammps", "in.bench", "-log", "none"]
-        done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr}")
     seconds, _, timed_steps, atoms = LOOP.findall(done.stdout)[-1]
@@ -100,18 +103,21 @@ def lammps_case(model: str, n: int, ranks: int, steps: int, dtype: str | None, e
     }
 
 
-def ase_case(model: str, n: int, steps: int, dtype: str | None) -> dict:
-    """The same cell and dynamics through MolfoldCalculator and ASE on one process."""
+def ase_case(model: str, n: int, steps: int, dtype: str | None, threads: int) -> dict:
+    """The same cell and dynamics through MolfoldCalculator and ASE on one process with
+    ``threads`` torch threads."""
     import torch
     from ase import units
     from ase.build import bulk
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from molfold import MolfoldCalculator
 
+    torch.set_num_threads(threads)
     atoms = bulk("Cu", "fcc", a=LATTICE, cubic=True) * (n, n, n)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(42))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(42))
+    Stationary(atoms)
     calculator = MolfoldCalculator(model)
     if dtype:
         calculator.potential.to(getattr(torch, dtype))
@@ -207,25 +213,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per case")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None)
     parser.add_argument("--oversubscribe", action="store_true", help="more ranks than cores")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--skip-ase", action="store_true")
     parser.add_argument("--json", type=Path, default=Path("bench_lammps.json"))
     args = parser.parse_args(argv)
     args.model = str(Path(args.model or shipped_data("allegro_cu_emt.ckpt")).resolve())
     extra = ["-bind-to", "none"] if args.oversubscribe else []
-    result = {"machine": machine_info(1), "model": args.model, "dtype": args.dtype, "cases": {}}
+    result = {
+        "machine": machine_info(args.threads),
+        "model": args.model,
+        "dtype": args.dtype,
+        "cases": {},
+    }
     strong, weak, ase = [], [], []
     for size in args.sizes:
         n = cells_for(size)
         for ranks in args.ranks:
-            strong.append(lammps_case(args.model, n, ranks, args.steps, args.dtype, extra))
+            strong.append(
+                lammps_case(args.model, n, ranks, args.steps, args.dtype, extra, args.threads)
+            )
             print(f"strong {strong[-1]['atoms']:,} atoms, {ranks} ranks: "
                   f"{strong[-1]['seconds_per_step']:.3g} s/step", flush=True)  # fmt: skip
         if not args.skip_ase:
-            ase.append(ase_case(args.model, n, args.steps, args.dtype))
-            print(f"ase {ase[-1]['atoms']:,} atoms: {ase[-1]['seconds_per_step']:.3g} s/step")
+            for threads in sorted({args.threads, os.cpu_count() or 1}):
+                ase.append(ase_case(args.model, n, args.steps, args.dtype, threads))
+                print(f"ase {ase[-1]['atoms']:,} atoms, {threads} threads: "
+                      f"{ase[-1]['seconds_per_step']:.3g} s/step", flush=True)  # fmt: skip
     for ranks in args.ranks:
         n = cells_for(args.weak_atoms * ranks)
-        weak.append(lammps_case(args.model, n, ranks, args.steps, args.dtype, extra))
+        weak.append(lammps_case(args.model, n, ranks, args.steps, args.dtype, extra, args.threads))
     r_max = load_model(args.model).r_max
     lists = [neighbour_list_case(cells_for(size), r_max) for size in args.sizes]
     result["cases"] = {"strong": strong, "weak": weak, "ase": ase, "neighbour_lists": lists}
@@ -238,12 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         for reference in ase:
             one = next(r for r in strong if r["atoms"] == reference["atoms"] and r["ranks"] == 1)
             rows.append([
-                f"{reference['atoms']:,}", f"{reference['steps_per_second']:.3g}",
+                f"{reference['atoms']:,}", str(reference["torch_threads"]),
+                f"{reference['steps_per_second']:.3g}",
                 f"{one['steps_per_second']:.3g}",
                 f"{reference['seconds_per_step'] / one['seconds_per_step']:.2f}",
             ])  # fmt: skip
-        print("\nLAMMPS on one rank against ASE on one process (same model, same cell)")
-        print(table(["atoms", "ASE steps/s", "LAMMPS steps/s", "LAMMPS / ASE speed"], rows))
+        print(f"\nLAMMPS on one rank ({args.threads} thread(s)) against ASE on one process "
+              "(same model, same cell)")  # fmt: skip
+        headers = ["atoms", "ASE threads", "ASE steps/s", "LAMMPS steps/s", "LAMMPS / ASE speed"]
+        print(table(headers, rows))
     print("\nNeighbour list per force call: LAMMPS's, read into Python, against vesin's")
     rows = [[f"{c['atoms']:,}", f"{c['lammps_half_list_ms']:.3g}", f"{c['vesin_full_list_ms']:.3g}"]
             for c in lists]  # fmt: skip

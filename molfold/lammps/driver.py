@@ -21,8 +21,12 @@ Everything else (thermo output, dumps, restarts, fixes, ``-var`` / ``-log`` / ``
 options) is LAMMPS's own. Units: ``metal`` (eV, Angstrom, the model's units) or ``real``
 (kcal/mol, converted with the thermochemical calorie of :mod:`molfold.units`).
 
-The graph is rebuilt with vesin at every force call, from the local (one rank) or local and ghost
-(several ranks) atoms; the timing summary printed at the end states its cost against the model's.
+The graph is rebuilt with vesin at every force call (no skin, no reuse between steps), from the
+local (one rank) or local and ghost (several ranks) atoms: about 5 % of the model's time for the
+shipped Cu model, and the timing summary printed at the end of a run states it per rank. LAMMPS's
+own neighbour list is not reused: the zero pair style's list is a half list of local centres
+only (the 2 r_max scheme also needs ghost centres), and the library hands it to Python one atom
+at a time, slower than vesin's whole list (``scripts/bench_lammps.py`` measures both).
 A fix that changes forces in its post-force stage (``setforce``, ``aveforce``) acts after molfold's
 forces only if it is defined after the ``pair_coeff`` line.
 
