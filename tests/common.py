@@ -4,6 +4,7 @@ Allegro settings of the command-line runs, scripts loaded as modules, an NVE ene
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import torch
 from ase import Atoms
@@ -32,7 +33,10 @@ TINY = [
 
 
 def load_script(name: str):
-    """A script of ``scripts/`` as a module (``scripts`` is not a package)."""
+    """A script of ``scripts/`` as a module (``scripts`` is not a package; it is put on
+    ``sys.path``, as when a script runs, so that scripts can import each other)."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.append(str(REPO / "scripts"))
     spec = importlib.util.spec_from_file_location(
         f"_script_{name}", REPO / "scripts" / f"{name}.py"
     )

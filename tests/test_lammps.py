@@ -25,7 +25,7 @@ from molfold.models.checkpoint import save_model
 from molfold.models.registry import build_model
 from molfold.shipped import shipped_data
 
-from .common import SMALL
+from .common import SMALL, load_script
 
 BIN = Path(sys.executable).parent
 MPIRUN, MOLFOLD = BIN / "mpirun", BIN / "molfold"
@@ -342,14 +342,7 @@ def test_npt_finds_the_density_of_copper(tmp_path):
     molfold's virial, brings the lattice constant to within 1 % of EMT's own equilibrium (the
     model was trained on EMT; 300 K expands it by about 0.5 %). A wrong sign or size of the
     virial would not."""
-    from scipy.optimize import minimize_scalar
-
-    def emt_energy(a: float) -> float:
-        cell = bulk("Cu", "fcc", a=a, cubic=True)
-        cell.calc = EMT()
-        return cell.get_potential_energy()
-
-    emt_lattice = minimize_scalar(emt_energy, bounds=(3.4, 3.8), method="bounded").x
+    emt_lattice = load_script("train_cu_emt").lattice_constant(EMT())
     run_lammps(tmp_path, NPT_SCRIPT.format(model=shipped_data("allegro_cu_emt.ckpt")), 1,
                "-log", "log.lammps")  # fmt: skip
     rows = thermo(tmp_path / "log.lammps")

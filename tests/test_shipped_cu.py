@@ -13,15 +13,15 @@ import os
 
 import numpy as np
 import pytest
-from ase import Atoms, units
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.eos import EquationOfState
-from scipy.optimize import minimize_scalar
 
 from molfold import MolfoldCalculator
 from molfold.models.checkpoint import load_model
 from molfold.shipped import shipped_data
+
+from .common import load_script
 
 NAME = "allegro_cu_emt.ckpt"
 EMT_A0 = 3.5898  # EMT's Cu lattice constant (A), recomputed below
@@ -59,26 +59,9 @@ def fresh_configurations() -> list[tuple[str, Atoms]]:
     return cases
 
 
-def lattice_constant(calc) -> float:
-    """fcc lattice constant (A) minimising the energy of the 4-atom conventional cell."""
-
-    def energy(a: float) -> float:
-        atoms = bulk("Cu", "fcc", a=a, cubic=True)
-        atoms.calc = calc
-        return atoms.get_potential_energy() / len(atoms)
-
-    return minimize_scalar(energy, bounds=(3.3, 3.9), method="bounded", options={"xatol": 1e-5}).x
-
-
-def bulk_modulus(calc, a0: float) -> float:
-    """Bulk modulus (GPa) from a Birch-Murnaghan fit of E(V), a within 2 % of a0."""
-    volumes, energies = [], []
-    for a in a0 * np.linspace(0.98, 1.02, 9):
-        atoms = bulk("Cu", "fcc", a=a, cubic=True)
-        atoms.calc = calc
-        volumes.append(atoms.get_volume() / len(atoms))
-        energies.append(atoms.get_potential_energy() / len(atoms))
-    return EquationOfState(volumes, energies, eos="birchmurnaghan").fit()[2] / units.GPa
+cu_script = load_script("train_cu_emt")
+lattice_constant = cu_script.lattice_constant  # the fcc a0 minimising the energy, A
+bulk_modulus = cu_script.bulk_modulus  # Birch-Murnaghan fit of E(V) within 2 % of a0, GPa
 
 
 def test_shipped_model_loads():
