@@ -16,8 +16,6 @@ the mixin then runs for each::
     CONFIGS = [ModelConfig("allegro", {...}, {"species": [1, 6]}, num_parameters=..., id="...")]
 
     class TestAllegro(EnergyModelTests):
-        strict_locality = True
-
         @pytest.fixture(scope="class", params=CONFIGS, ids=str)
         @classmethod
         def model_config(cls, request):
@@ -180,14 +178,15 @@ class EnergyModelTests(_ModelTests):
     * ``reflections``: the model claims O(3) (True), not only SO(3), equivariance.
     * ``finite_range``: nothing couples atoms that no chain of pairs closer than r_max connects
       (any cutoff-graph model, message passing included).
-    * ``strict_locality``: an atom's energy depends only on the atoms within r_max of it (no
-      message passing: Allegro's claim).
+
+    Strict locality (an atom's energy depends only on the atoms within r_max of it, no message
+    passing) is the model class's own claim, ``strictly_local = True`` (Allegro's), which
+    ``molfold lammps`` relies on to split a simulation into domains; the test checks it.
     """
 
     kind = "potential"
     reflections = True
     finite_range = True
-    strict_locality = False
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -285,7 +284,7 @@ class EnergyModelTests(_ModelTests):
         """Strict locality: dE_i/dr_j is exactly zero for every j farther than r_max from i (and
         not for the neighbours), and moving an atom outside i's cutoff sphere leaves E_i as it is
         even where it moves a neighbour of i's neighbours."""
-        if not self.strict_locality:
+        if not getattr(model.model, "strictly_local", False):
             pytest.skip("the model does not claim strict locality")
         atoms = chain(model.species, model.r_max)
         n = len(atoms)

@@ -159,8 +159,6 @@ CONFIGS = [
 
 
 class TestAllegro(EnergyModelTests):
-    strict_locality = True
-
     @pytest.fixture(scope="class", params=CONFIGS, ids=str)
     @classmethod
     def model_config(cls, request):
