@@ -154,3 +154,31 @@ def test_domains_add_up_to_the_whole_cell(float64, slabs, fold):
     np.testing.assert_allclose(whole.forces, atoms.get_forces(), atol=1e-11 * scale)
     np.testing.assert_allclose(whole.atom_energies, atoms.get_potential_energies(), atol=1e-12)
     np.testing.assert_allclose(whole.virial, expected_virial, atol=1e-11 * abs(virial).max())
+
+
+class TwoRanks:
+    """A stand-in communicator for rank 0 of two, whose rank 1 reports ``other``."""
+
+    size = 2
+
+    def __init__(self, other: str | None) -> None:
+        self.other = other
+
+    def allgather(self, message):
+        return [message, self.other]
+
+
+def test_errors_on_one_rank_stop_all_ranks():
+    from molfold.lammps.driver import agree
+
+    assert agree(TwoRanks(None), lambda: 42) == 42
+    with pytest.raises(ConfigError, match="^rank 1: checkpoint m.ckpt does not exist$"):
+        agree(TwoRanks("checkpoint m.ckpt does not exist"), lambda: 42)
+
+    def broken():
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(ConfigError, match="^rank 0: RuntimeError: CUDA out of memory$"):
+        agree(TwoRanks(None), broken)
+    with pytest.raises(ConfigError, match="^RuntimeError: CUDA out of memory$"):
+        agree(TwoRanks("RuntimeError: CUDA out of memory"), broken)

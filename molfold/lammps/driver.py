@@ -95,12 +95,15 @@ def check_launcher(comm: Any) -> None:
 
 
 def agree(comm: Any, action: Callable[[], Any]) -> Any:
-    """Run ``action`` on every rank; if it raised a MolfoldError on any rank, raise it on all
-    (with the failing rank named when not all failed), so that no rank waits for the others."""
+    """Run ``action`` on every rank; if it raised on any rank, raise a ConfigError with its
+    message on all (with the failing rank named when not all failed), so that no rank waits for
+    the others."""
     try:
         result, message = action(), None
     except MolfoldError as error:
         result, message = None, str(error)
+    except Exception as error:  # anything else too: a rank that raised alone would hang the rest
+        result, message = None, f"{type(error).__name__}: {error}"
     messages = comm.allgather(message)
     failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
     if failed:
