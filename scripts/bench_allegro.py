@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from bench_machine import machine_info  # scripts/ is on sys.path when run as a script
+from bench_machine import machine_info, text_table  # scripts/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
@@ -475,16 +475,6 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
-
-
 def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -531,7 +521,7 @@ def speed_table(rows: list[dict]) -> str:
                 _fmt(r["rss_delta_ratio"], ".2f"),
             ]
         )
-    return _table(headers, body)
+    return text_table(headers, body)
 
 
 def training_rows(training: dict) -> tuple[list[str], list[list[str]]]:
@@ -692,7 +682,7 @@ def cmd_run(args) -> dict:
                 result["versions"].setdefault(side, result["training"][side]["versions"])
         headers, body = training_rows(result["training"])
         print(f"\nTraining comparison ({result['training']['settings']})\n")
-        print(_table(headers, body))
+        print(text_table(headers, body))
         print(f"differences left: {result['training']['differences']}")
         for side in ("reference", "molfold"):
             if "error" in result["training"][side]:

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_machine import machine_info  # scripts/ is on sys.path when run as a script
+from bench_machine import machine_info, text_table  # scripts/ is on sys.path when run as a script
 
 METHODS = (
     "etkdg",
@@ -298,16 +298,6 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
-
-
 def results_table(datasets: dict) -> str:
     """One row per dataset x method, ours and the published numbers side by side."""
     headers = ["data", "method", "mols", "failed", "D-MAE", "D-RMSE", "C-RMSD", "C-RMSD min"]
@@ -339,7 +329,7 @@ def results_table(datasets: dict) -> str:
                     _fmt(ref.get("molecules_per_s"), ".0f"),
                 ]
             )
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def versions() -> dict:

@@ -32,13 +32,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_machine import machine_info, text_table  # scripts/ is on sys.path as a script
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_machine import machine_info  # noqa: E402
-
-from molfold.io import atomic_write  # noqa: E402
-from molfold.models.checkpoint import load_model  # noqa: E402
-from molfold.shipped import shipped_data  # noqa: E402
+from molfold.io import atomic_write
+from molfold.models.checkpoint import load_model
+from molfold.shipped import shipped_data
 
 LATTICE = 3.59  # Angstrom, near the EMT / model lattice constant of Cu
 BIN = Path(sys.executable).parent
@@ -165,14 +163,6 @@ def neighbour_list_case(n: int, r_max: float) -> dict:
             "vesin_full_list_ms": 1e3 * vesin_seconds, "vesin_edges": edges}  # fmt: skip
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(headers)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def scaling_rows(records: list[dict], weak: bool) -> list[list[str]]:
     """Rows of a scaling table: speed-up and efficiency of each LAMMPS run against one rank
     (strong: same atoms; weak: same atoms per rank, efficiency = t(1) / t(R))."""
@@ -246,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     lists = [neighbour_list_case(cells_for(size), r_max) for size in args.sizes]
     result["cases"] = {"strong": strong, "weak": weak, "ase": ase, "neighbour_lists": lists}
     print("\nStrong scaling (same cell on more ranks)")
-    print(table(HEADERS, scaling_rows(strong, weak=False)))
+    print(text_table(HEADERS, scaling_rows(strong, weak=False)))
     print(f"\nWeak scaling (about {args.weak_atoms:,} atoms per rank)")
-    print(table(HEADERS, scaling_rows(weak, weak=True)))
+    print(text_table(HEADERS, scaling_rows(weak, weak=True)))
     if ase:
         rows = []
         for reference in ase:
@@ -262,11 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nLAMMPS on one rank ({args.threads} thread(s)) against ASE on one process "
               "(same model, same cell)")  # fmt: skip
         headers = ["atoms", "ASE threads", "ASE steps/s", "LAMMPS steps/s", "LAMMPS / ASE speed"]
-        print(table(headers, rows))
+        print(text_table(headers, rows))
     print("\nNeighbour list per force call: LAMMPS's, read into Python, against vesin's")
     rows = [[f"{c['atoms']:,}", f"{c['lammps_half_list_ms']:.3g}", f"{c['vesin_full_list_ms']:.3g}"]
             for c in lists]  # fmt: skip
-    print(table(["atoms", "LAMMPS half list ms", "vesin full list ms"], rows))
+    print(text_table(["atoms", "LAMMPS half list ms", "vesin full list ms"], rows))
     result["machine"]["load_average_end"] = list(os.getloadavg())
     atomic_write(args.json, json.dumps(result, indent=2))
     print(f"\nwrote {args.json}")

@@ -117,12 +117,14 @@ def thermo(log: Path, first_column: str = "Step") -> np.ndarray:
     return np.array(rows)
 
 
-def dumped_forces(path: Path, natoms: int) -> np.ndarray:
+def dump_frame(path: Path, natoms: int, frame: int = -1) -> np.ndarray:
+    """One frame [natoms, columns] of a LAMMPS custom dump sorted by id (first column)."""
     lines = path.read_text().splitlines()
-    start = lines.index(next(line for line in lines if line.startswith("ITEM: ATOMS"))) + 1
+    starts = [k + 1 for k, line in enumerate(lines) if line.startswith("ITEM: ATOMS")]
+    start = starts[frame]
     table = np.array([[float(v) for v in line.split()] for line in lines[start : start + natoms]])
     assert (table[:, 0] == np.arange(1, natoms + 1)).all()
-    return table[:, 1:4]
+    return table
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +192,7 @@ def test_driver_equals_the_calculator(tmp_path, cu_o_model, structure, boundary,
     energy = atoms.get_potential_energy()
     assert row[1] * to_ev == pytest.approx(energy, rel=1e-10)
     assert row[8] * to_ev == pytest.approx(energy, rel=1e-10)  # sum of pe/atom
-    forces = dumped_forces(tmp_path / "forces.dump", len(atoms)) * to_ev
+    forces = dump_frame(tmp_path / "forces.dump", len(atoms))[:, 1:4] * to_ev
     expected = atoms.get_forces()
     np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
     volume = row[15]
@@ -234,7 +236,7 @@ def test_message_passing_model_on_one_rank(tmp_path, equiformer_model):
         atoms.get_potential_energy(), rel=1e-10
     )
     expected = atoms.get_forces()
-    forces = dumped_forces(tmp_path / "forces.dump", len(atoms))
+    forces = dump_frame(tmp_path / "forces.dump", len(atoms))[:, 1:4]
     np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
 
 
@@ -283,12 +285,6 @@ run {steps}
 """
 
 
-def last_frame(path: Path, natoms: int) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    start = max(k for k, line in enumerate(lines) if line.startswith("ITEM: ATOMS")) + 1
-    return np.array([[float(v) for v in line.split()] for line in lines[start : start + natoms]])
-
-
 def test_nve_same_trajectory_on_one_and_two_ranks(tmp_path):
     """200 steps of 2 fs (0.4 ps) at 600 K of 108 Cu atoms with the shipped EMT-trained Allegro:
     positions and velocities on 1 and 2 ranks agree to round-off (measured: 1e-14 A and
@@ -303,7 +299,7 @@ def test_nve_same_trajectory_on_one_and_two_ranks(tmp_path):
         script = NVE_SCRIPT.format(model=shipped_data("allegro_cu_emt.ckpt"), steps=steps)
         run_lammps(folder, script, ranks, "-log", "log.lammps")
         results[ranks] = (
-            last_frame(folder / "final.dump", len(atoms)),
+            dump_frame(folder / "final.dump", len(atoms)),
             thermo(folder / "log.lammps"),
         )
     (frame_1, thermo_1), (frame_2, thermo_2) = results[1], results[2]
