@@ -7,6 +7,17 @@ Usage::
     atoms.calc = MolfoldCalculator("model.ckpt", device="cuda")
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
 
+Compiled models
+---------------
+``MolfoldCalculator("model.pt2")`` loads a model compiled ahead of time by ``molfold export``
+(:mod:`molfold.compiled.package`); ``MolfoldCalculator("model.ckpt", compile=True)`` compiles the
+checkpoint's potential in this process on the first call (:func:`molfold.compiled.potential
+.compile_potential`; tens of seconds, cached on disk for later runs), and falls back to the eager
+model with a one-line warning where compilation is impossible. Both give the eager model's
+energies and forces to within float rounding (``tests/test_compiled.py``) at a fraction of the
+cost; only strictly local potentials (Allegro) compile. The eager model stays the default here,
+as tests and one-off evaluations need no compiler; molfold's MD entry points compile by default.
+
 The structure goes through the same transform as the training data
 (:func:`molfold.data.neighbors.atoms_to_graph`), in small hooks that a subclass can override, as in
 mir-group/nequip ``nequip/integrations/ase.py``:
@@ -54,6 +65,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Data
 
+from molfold.compiled.package import load_package
+from molfold.compiled.potential import CompiledPotential, compile_potential
 from molfold.data import graph as G
 from molfold.data.neighbors import atoms_to_graph
 from molfold.errors import ConfigError
@@ -66,10 +79,13 @@ class MolfoldCalculator(Calculator):
 
     Parameters
     ----------
-    model : path to a molfold checkpoint (loaded with :func:`molfold.models.checkpoint.load_model`)
-        or a :class:`Potential` instance. An instance is moved to ``device`` and put in eval mode
-        in place.
+    model : path to a molfold checkpoint (loaded with :func:`molfold.models.checkpoint.load_model`),
+        to a compiled model (``.pt2``, from ``molfold export``), or a :class:`Potential` or
+        :class:`~molfold.compiled.potential.CompiledPotential` instance. An instance is moved to
+        ``device`` and put in eval mode in place.
     device : torch device the model runs on, e.g. ``"cpu"`` or ``"cuda"``
+    compile : compile a checkpoint's potential in this process (see "Compiled models" above);
+        ``"auto"`` where the model can be compiled, else eager (True: ConfigError if it cannot)
     energy_units_to_eV : one model energy unit in eV (see the module docstring)
     length_units_to_A : one model length unit in Angstrom (see the module docstring)
     **kwargs : passed to :class:`ase.calculators.calculator.Calculator` (``label``, ...)
@@ -82,8 +98,9 @@ class MolfoldCalculator(Calculator):
 
     def __init__(
         self,
-        model: str | os.PathLike | Potential,
+        model: str | os.PathLike | Potential | CompiledPotential,
         device: str | torch.device = "cpu",
+        compile: bool | str = False,
         energy_units_to_eV: float = 1.0,
         length_units_to_A: float = 1.0,
         **kwargs: Any,
@@ -93,9 +110,15 @@ class MolfoldCalculator(Calculator):
         for name, factor in (("energy", energy_units_to_eV), ("length", length_units_to_A)):
             if not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
                 raise ConfigError(f"{name} unit factor must be a positive number, got {factor!r}")
-        if isinstance(model, (str, os.PathLike)):
+        if isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt2"):
+            model = load_package(model, self.device)
+        elif isinstance(model, (str, os.PathLike)):
             model = load_model(model, self.device)
-        if not isinstance(model, Potential):
+        network = getattr(model, "model", None)
+        compilable = compile != "auto" or getattr(network, "strictly_local", False)
+        if compile and isinstance(model, Potential) and compilable:
+            model = compile_potential(model.to(self.device).eval())
+        if not isinstance(model, (Potential, CompiledPotential)):
             info = getattr(model, "model_info", {})
             what = f"a {info['kind']} model ({info['name']})" if info else type(model).__name__
             raise ConfigError(f"MolfoldCalculator needs a potential (energy model), got {what}")

@@ -3,7 +3,8 @@
 Hydra lives here and nowhere else: overrides are composed with the YAML files in ``configs/``
 into a plain dict, which the training and evaluation code take as their only input.
 Commands: ``train`` (configs/train.yaml), ``eval`` (configs/eval.yaml), ``predict``
-(configs/predict.yaml), ``data inspect`` (configs/data_inspect.yaml); ``lammps`` takes LAMMPS's
+(configs/predict.yaml), ``data inspect`` (configs/data_inspect.yaml), ``export``
+(configs/export.yaml); ``lammps`` takes LAMMPS's
 own command line instead (:mod:`molfold.lammps.driver`).
 """
 
@@ -23,6 +24,7 @@ commands:
   eval    evaluate a checkpoint  molfold eval ckpt=runs/x/checkpoints/best.ckpt data.path=file.npz
   predict conformers from SMILES molfold predict smiles="CC(=O)Nc1ccc(O)cc1" output=out.sdf
   data    inspect a dataset      molfold data inspect data=ase data.path=f.extxyz output=s.json
+  export  compile a potential    molfold export ckpt=runs/x/checkpoints/best.ckpt output=m.pt2
   lammps  run a LAMMPS script    mpirun -np 4 molfold lammps in.lammps -var T 300
           (LAMMPS options, not key=value; see molfold.lammps.driver)
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         from molfold.lammps.driver import main as lammps_main
 
         return lammps_main(overrides)
-    if command not in ("train", "eval", "predict", "data"):
+    if command not in ("train", "eval", "predict", "data", "export"):
         print(f"molfold: unknown command {command!r}\n\n" + USAGE.format(configs=config_dir()))
         return 2
     try:
@@ -185,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             from molfold.train.run import train
 
             train(config)
+        elif command == "export":
+            from molfold.compiled.export import run_export
+
+            run_export(config)
         elif command == "predict":
             from molfold.conformers.predict import predict_to_sdf
 

@@ -235,7 +235,7 @@ def print_summary(summary: dict[str, Any], stream: IO[str]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="molfold checkpoint")
+    parser.add_argument("--model", required=True, help="molfold checkpoint or compiled .pt2")
     parser.add_argument("--structure", required=True, help="ASE-readable file or MD17 .npz")
     parser.add_argument("--frame", type=int, default=0, help="frame of --structure (default 0)")
     parser.add_argument("--ensemble", choices=ENSEMBLES, default="nve")
@@ -247,6 +247,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trajectory", default="md.traj", help="output .traj (default md.traj)")
     parser.add_argument("--log-every", type=int, default=10, help="print/write every N steps")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="run the eager model; by default a checkpoint's potential is compiled on the first "
+        "step where it can be (Allegro; tens of seconds, cached), and a .pt2 is compiled already",
+    )
     return parser.parse_args(argv)
 
 
@@ -257,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         atoms = read_structure(args.structure, args.frame)
-        calculator = MolfoldCalculator(args.model, device=args.device)
+        compile_model = not args.eager and not str(args.model).endswith(".pt2") and "auto"
+        calculator = MolfoldCalculator(args.model, device=args.device, compile=compile_model)
         run_md(
             atoms,
             calculator,

@@ -207,7 +207,10 @@ def v030_atomic_energies(
     )
 
     def weighted_channels(weights):  # MakeWeightedChannels: [E, mul * n_irreps] -> [E, mul, dim]
-        return weights.view(-1, mul, len(sh_slices))[:, :, irrep_of_component] * sh[:, None, :]
+        # v0.3.0 orders the weights channel-major (u, r); molfold stores the columns of the maps
+        # that give them irrep-major (r, u), the same maps up to a fixed permutation of columns
+        channel_major = weights.view(-1, len(sh_slices), mul).transpose(1, 2)
+        return channel_major[:, :, irrep_of_component] * sh[:, None, :]
 
     # latents[0]: the two-body MLP on the radial-chemical embedding, nothing after it (l. 286-297)
     latent = model.two_body(

@@ -63,14 +63,18 @@ FID = "fid"  # [1] int64, OC20 frame id within the system's relaxation (-1: abse
 TARGET = "target"  # [1, T] (batched: [B, T]) graph-level targets; OC20 IS2RE: T = 1, eV
 ENERGY_INIT = "energy_init"  # [1] eV, OC20 IS2RE energy of the initial structure
 POS_RELAXED = "pos_relaxed"  # [N, 3] Angstrom, OC20 IS2RE relaxed positions
+EDGE_VECTORS = "edge_vectors"  # [E, 3] Angstrom, r_ij when set by the caller (see edge_vectors)
 
 
 def edge_vectors(data: Data) -> torch.Tensor:
     """Vectors r_ij = pos[j] - pos[i] + S_ij @ cell from each centre i to its neighbour j.
 
     Returns a tensor of shape [E, 3] in Angstrom, differentiable with respect to ``pos`` and
-    ``cell``.
+    ``cell``; or ``data[EDGE_VECTORS]`` where a caller has set it (a potential differentiating
+    with respect to the edge vectors themselves).
     """
+    if EDGE_VECTORS in data:
+        return data[EDGE_VECTORS]
     j, i = data[EDGE_INDEX]
     vectors = data[POS][j] - data[POS][i]
     shift = data[EDGE_CELL_SHIFT]

@@ -59,9 +59,10 @@ from torch_geometric.data import Data
 from molfold.data import graph as G
 from molfold.models.allegro_layers import AllegroLayer, LayerShape, ResnetAllegroLayer
 from molfold.models.registry import register
+from molfold.nn.centre_sums import sum_over_centres
 from molfold.nn.latent_mixing import LatentMixing
 from molfold.nn.mlp import ScalarMLP
-from molfold.nn.strided import WeightedChannels
+from molfold.nn.strided import WeightedChannels, channel_major_to_irrep_major
 from molfold.nn.two_body import TwoBodyEmbedding
 
 LATENT_UPDATES = ("dense", "resnet")
@@ -239,6 +240,35 @@ class Allegro(nn.Module):
         # 4. edge-energy readout
         readout_in = num_scalar_features * (num_layers + 1 if dense else 1)
         self.edge_readout = ScalarMLP(readout_in, 1, readout_mlp_hidden, activation)
+        # the channel weights' maps were drawn in the channel-major order of checkpoint formats
+        # < 3: reorder them, so that a seed gives the same initial model as it did then
+        self.load_state_dict(self.upgrade_state_dict(self.state_dict(), "", 2))
+
+    def upgrade_state_dict(self, state_dict: dict, prefix: str, format_version: int) -> dict:
+        """A state dict of checkpoint format < 3 in the current layout: the columns of every
+        linear map that gives channel weights (tensor embedding, environment weights) go from
+        channel-major to irrep-major (:func:`~molfold.nn.strided.channel_major_to_irrep_major`).
+        """
+        if format_version >= 3:
+            return state_dict
+        mul, num_irreps = self.sh_weighter.multiplicity, self.sh_weighter.num_irreps
+        all_columns = slice(None)
+        after_scalars = slice(self.num_scalar_features, None)
+        if self.latent_mixing is None:  # dense: x^0 projection, and every latent MLP but the last
+            last_linear = f"{2 * (len(self.layers[0].latent_mlp) // 2)}.weight"
+            columns = {"tensor_embedding_weights.0.weight": all_columns}
+            columns["first_projection.0.weight"] = after_scalars
+            for index in range(self.num_layers - 1):
+                columns[f"layers.{index}.latent_mlp.{last_linear}"] = after_scalars
+        else:
+            columns = {"tensor_embedding_weights.0.weight": all_columns}
+            for index in range(self.num_layers):
+                columns[f"layers.{index}.env_embed.0.weight"] = all_columns
+        upgraded = dict(state_dict)
+        for name, selected in columns.items():
+            key = prefix + name
+            upgraded[key] = channel_major_to_irrep_major(state_dict[key], selected, mul, num_irreps)
+        return upgraded
 
     def forward(self, data: Data, atom_types: torch.Tensor) -> torch.Tensor:
         neighbour, centre = data[G.EDGE_INDEX]
@@ -262,7 +292,7 @@ class Allegro(nn.Module):
         # 4. edge energies summed onto their centres
         edge_energy = self.edge_readout(latent).squeeze(-1)
         edge_energy = edge_energy * self.edge_energy_factor
-        return edge_energy.new_zeros(num_atoms).index_add_(0, centre, edge_energy)
+        return sum_over_centres(edge_energy, centre, num_atoms)
 
     def _dense_layers(
         self,

@@ -50,9 +50,9 @@ class LayerShape:
 class AllegroLayer(nn.Module):
     """One layer of the current reference code: environment, weighted tensor product, latent MLP.
 
-    ``forward(tensor_features [E, mul, irreps_in.dim], sh [E, sh.dim], env_weights [E, mul * n_sh],
-    latents [E, latent_in_dim], centre [E], num_atoms) -> (tensor_features [E, mul,
-    irreps_out.dim], latent_out [E, num_scalar + n_env_weights_out])``.
+    ``forward(tensor_features [E, irreps_in.dim, mul], sh [E, sh.dim], env_weights [E, mul * n_sh],
+    latents [E, latent_in_dim], centre [E], num_atoms) -> (tensor_features [E, irreps_out.dim,
+    mul], latent_out [E, num_scalar + n_env_weights_out])``.
     """
 
     def __init__(
@@ -87,7 +87,7 @@ class AllegroLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         environment = self.environment(sh, env_weights, centre, num_atoms)
         tensor_features = self.tensor_product(tensor_features, environment)
-        scalars = tensor_features[:, :, 0]  # the 0e component of every channel
+        scalars = tensor_features[:, 0]  # the 0e component of every channel
         return tensor_features, self.latent_mlp(torch.cat([latents, scalars], dim=-1))
 
 
@@ -99,9 +99,9 @@ class ResnetAllegroLayer(nn.Module):
     the latent MLP sees x^l and every scalar path of every channel. ``mix_paths=False`` (last
     layer) drops the linear after the product, whose output nothing would read.
 
-    ``forward(tensor_features [E, mul, irreps_in.dim], sh [E, sh.dim], latent [E, latent_dim],
-    centre [E], num_atoms) -> (tensor_features [E, mul, irreps_out.dim], or the unmixed paths
-    [E, mul, path_irreps.dim] without ``mix_paths``; latent MLP output [E, latent_dim], before the
+    ``forward(tensor_features [E, irreps_in.dim, mul], sh [E, sh.dim], latent [E, latent_dim],
+    centre [E], num_atoms) -> (tensor_features [E, irreps_out.dim, mul], or the unmixed paths
+    [E, path_irreps.dim, mul] without ``mix_paths``; latent MLP output [E, latent_dim], before the
     residual update)``.
     """
 
@@ -146,6 +146,6 @@ class ResnetAllegroLayer(nn.Module):
         environment = self.environment(sh, self.env_embed(latent), centre, num_atoms)
         paths = self.tensor_product(tensor_features, environment)
         # scalar paths come first, one component each: [E, mul * n_scalar_paths], channel-major
-        scalars = paths[:, :, : self.num_scalar_paths].flatten(1)
+        scalars = paths[:, : self.num_scalar_paths].transpose(1, 2).flatten(1)
         tensor_features = paths if self.linear is None else self.linear(paths)
         return tensor_features, self.latent_mlp(torch.cat([latent, scalars], dim=-1))

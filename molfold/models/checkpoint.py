@@ -26,6 +26,9 @@ Format 1 (molfold 0.1.0 before the one-stack rewrite) had ``model`` for the name
 the molfold version, ``species`` at the top level (potentials) and ``training`` for a conformer
 model's statistics; :func:`read_checkpoint` converts it on reading, and a model class whose
 hyperparameters changed since converts them in its ``upgrade_hparams(hparams, format_version)``.
+Format 3 changed the layout of some weights (Allegro's channel weights became irrep-major); a
+network whose weights changed converts an older state dict in its
+``upgrade_state_dict(state_dict, prefix, format_version)``, called by :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from molfold.errors import CheckpointError, ConfigError, MissingFileError
 from molfold.io import atomic_write
 from molfold.models.registry import build_model, model_entry
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 REQUIRED_KEYS = ("name", "kind", "hparams", "dtype", "state_dict")
 
 
@@ -130,8 +133,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         )
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}") from None
+    state_dict = payload["state_dict"]
+    network = getattr(model, "model", model)
+    version = payload.get("format_version", 1)
+    if version < FORMAT_VERSION and hasattr(network, "upgrade_state_dict"):
+        prefix = "" if network is model else "model."
+        state_dict = network.upgrade_state_dict(state_dict, prefix, version)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
     except (RuntimeError, TypeError, AttributeError) as error:
         reason = str(error).splitlines()[0]
         raise CheckpointError(

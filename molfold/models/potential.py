@@ -8,9 +8,9 @@ and adds what every machine-learned potential needs:
 * per-species scale and shift, E_i = scale[s_i] * e_i + shift[s_i], fitted from the training set
   (:func:`molfold.data.statistics.fit_statistics`) and stored with the weights; they and the
   energies are float64 whatever the model's dtype, as total energies need it for meV accuracy;
-* forces F = -dE/dpos by autograd, and the stress sigma = (1/V) dE/d(strain) for periodic cells,
-  from a symmetric-gradient strain applied to positions and cell (Knuth et al., Comput. Phys.
-  Commun. 190, 33 (2015)), the convention of ASE.
+* forces F = -dE/dpos and the stress sigma = (1/V) dE/d(strain) for periodic cells (a symmetric
+  strain applied to positions and cell; Knuth et al., Comput. Phys. Commun. 190, 33 (2015), the
+  convention of ASE), both from one autograd derivative dE/dr_e of the edge vectors.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ class Potential(SpeciesModel):
         eV/Angstrom and ``stress`` [B, 3, 3] eV/Angstrom^3 (zero for graphs without a cell).
         Gradients keep their graph while the module is training, so force losses can be
         back-propagated.
+
+        Forces and stress come from one derivative, dE/dr_e of the edge vectors
+        (:func:`forces_and_stress`); without them the energies stay differentiable in ``pos``,
+        ``cell`` and the edge shifts, for callers that take their own derivatives.
         """
         atom_types = self.atom_types(data[G.Z])
         num_atoms = atom_types.shape[0]
@@ -68,37 +72,66 @@ class Potential(SpeciesModel):
         num_graphs = data.num_graphs if hasattr(data, "num_graphs") else 1
         data = copy.copy(data)  # shallow: the caller's graph keeps its own tensors
         data[G.BATCH] = batch
-
-        pos = data[G.POS].to(self.dtype)
-        if (compute_forces or compute_stress) and not pos.requires_grad:
-            pos = pos.detach().requires_grad_(True)
-        cell = data[G.CELL].to(self.dtype).view(-1, 3, 3)
-        inputs = [pos]
-        if compute_stress:
-            # symmetric strain eps: r -> r (1 + eps), cell -> cell (1 + eps)
-            strain = torch.zeros(num_graphs, 3, 3, dtype=self.dtype, device=pos.device)
-            strain.requires_grad_(True)
-            symmetric = 0.5 * (strain + strain.transpose(1, 2))
-            pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
-            cell = cell + torch.bmm(cell, symmetric)
-            inputs.append(strain)
-        data[G.POS], data[G.CELL] = pos, cell
+        data[G.POS] = data[G.POS].to(self.dtype)
+        data[G.CELL] = data[G.CELL].to(self.dtype).view(-1, 3, 3)
         data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(self.dtype)
+        differentiate = compute_forces or compute_stress
+        if differentiate:
+            vectors = G.edge_vectors(data).detach().requires_grad_(True)
+            data[G.EDGE_VECTORS] = vectors
 
         per_atom = self.model(data, atom_types)
-        atomic_energy = self.scales[atom_types] * per_atom.double() + self.shifts[atom_types]
-        energy = atomic_energy.new_zeros(num_graphs).index_add_(0, batch, atomic_energy)
-        out = {G.ENERGY: energy, G.ATOMIC_ENERGY: atomic_energy}
-        if compute_forces or compute_stress:
-            grads = torch.autograd.grad(
-                energy.sum(), inputs, create_graph=self.training, allow_unused=True
+        out = total_energies(per_atom, atom_types, self.scales, self.shifts, batch, num_graphs)
+        if differentiate:
+            (gradient,) = torch.autograd.grad(
+                out[G.ENERGY].sum(), [vectors], create_graph=self.training, allow_unused=True
             )
-            out[G.FORCES] = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
-            if compute_stress:
-                volume = torch.linalg.det(cell).abs().detach()
-                de_dstrain = grads[1] if grads[1] is not None else torch.zeros_like(strain)
-                safe = torch.where(volume > 0, volume, torch.ones_like(volume))
-                out[G.STRESS] = torch.where(
-                    (volume > 0).view(-1, 1, 1), de_dstrain / safe.view(-1, 1, 1), 0.0
-                )
+            gradient = torch.zeros_like(vectors) if gradient is None else gradient
+            out.update(forces_and_stress(data, gradient, num_graphs, compute_stress))
         return out
+
+
+def total_energies(
+    per_atom: torch.Tensor,
+    atom_types: torch.Tensor,
+    scales: torch.Tensor,
+    shifts: torch.Tensor,
+    batch: torch.Tensor,
+    num_graphs: int,
+) -> dict[str, torch.Tensor]:
+    """``energy`` [B] and ``atomic_energy`` [N] (float64, eV) from a model's per-atom outputs
+    e_i [N]: E_i = scale[s_i] e_i + shift[s_i] (``scales``, ``shifts`` [T] float64), summed over
+    each graph's atoms."""
+    atomic_energy = scales[atom_types] * per_atom.double() + shifts[atom_types]
+    energy = atomic_energy.new_zeros(num_graphs).index_add_(0, batch, atomic_energy)
+    return {G.ENERGY: energy, G.ATOMIC_ENERGY: atomic_energy}
+
+
+def forces_and_stress(
+    data: Data, gradient: torch.Tensor, num_graphs: int, compute_stress: bool
+) -> dict[str, torch.Tensor]:
+    """Forces [N, 3] (eV/A) and, if asked, stress [B, 3, 3] (eV/A^3) from dE/dr_e [E, 3].
+
+    With r_e = pos[j] - pos[i] + S_e cell for the edge from centre i to neighbour j, the force on
+    an atom is the sum of dE/dr_e over the edges it centres minus the sum over the edges it ends.
+    A symmetric strain eps maps every r_e to r_e (1 + eps), so dE/d(eps) = sum_e r_e (x) dE/dr_e,
+    symmetrised, and the stress is that over the cell volume (the convention of ASE; zero for a
+    graph without a cell). Valid for any model whose energy depends on the positions only through
+    the edge vectors, as every molfold potential does.
+    """
+    neighbour, centre = data[G.EDGE_INDEX]
+    num_atoms = data[G.POS].shape[0]
+    forces = gradient.new_zeros(num_atoms, 3).index_add_(0, centre, gradient)
+    out = {G.FORCES: forces.index_add_(0, neighbour, gradient, alpha=-1.0)}
+    if compute_stress:
+        vectors = data[G.EDGE_VECTORS].detach()
+        per_edge = vectors.unsqueeze(2) * gradient.unsqueeze(1)  # [E, 3, 3]
+        graph_of_edge = data[G.BATCH][centre]
+        de_dstrain = per_edge.new_zeros(num_graphs, 3, 3).index_add_(0, graph_of_edge, per_edge)
+        de_dstrain = 0.5 * (de_dstrain + de_dstrain.transpose(1, 2))
+        volume = torch.linalg.det(data[G.CELL]).abs().detach()
+        safe = torch.where(volume > 0, volume, torch.ones_like(volume))
+        out[G.STRESS] = torch.where(
+            (volume > 0).view(-1, 1, 1), de_dstrain / safe.view(-1, 1, 1), 0.0
+        )
+    return out

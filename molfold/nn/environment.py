@@ -1,7 +1,7 @@
 """Environment embedding of Allegro: the weighted spherical harmonics of a centre's edges, summed.
 
-Strided layout as in :mod:`molfold.nn.strided`: ``mul`` channels of each irrep per edge,
-[E, mul, irreps.dim].
+Strided layout as in :mod:`molfold.nn.strided`: ``mul`` channels of each irrep per edge, channels
+innermost, [E, irreps.dim, mul].
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from molfold.nn.centre_sums import gather_centres, sum_over_centres
 from molfold.nn.strided import WeightedChannels
 
 
@@ -23,7 +24,7 @@ class EnvironmentEmbedding(nn.Module):
     sqrt(avg_num_neighbors - 1), the mean number of terms left.
 
     ``forward(sh [E, sh.dim], weights [E, mul * len(sh_irreps)], centre [E], num_atoms) ->
-    [E, mul, sh.dim]``.
+    [E, sh.dim, mul]``.
     """
 
     def __init__(
@@ -45,8 +46,6 @@ class EnvironmentEmbedding(nn.Module):
         self, sh: torch.Tensor, weights: torch.Tensor, centre: torch.Tensor, num_atoms: int
     ) -> torch.Tensor:
         weighted = self.weighter(sh, weights) * self.sum_factor
-        per_atom = weighted.new_zeros(num_atoms, *weighted.shape[1:]).index_add_(
-            0, centre, weighted
-        )
-        environment = per_atom.index_select(0, centre)
+        per_atom = sum_over_centres(weighted, centre, num_atoms)
+        environment = gather_centres(per_atom, centre)
         return environment - weighted if self.exclude_self else environment

@@ -1,13 +1,21 @@
 """Channel-wise ("strided") equivariant operations on edge features.
 
-Allegro keeps ``mul`` channels of each irrep per edge, stored as [E, mul, irreps.dim] where
-``irreps`` lists every irrep once (multiplicity 1). Two operations act on that layout:
+Allegro keeps ``mul`` channels of each irrep per edge, stored channels innermost as
+[E, irreps.dim, mul] where ``irreps`` lists every irrep once (multiplicity 1): every component of
+every irrep is one contiguous row of ``mul`` channels, so each Clebsch-Gordan entry of a product is
+one vector multiply-add over the channels. Two operations act on that layout:
 
 * :class:`WeightedChannels`: ``mul`` scalar-weighted copies of a one-channel tensor such as the
   spherical harmonics of an edge, one weight per channel and irrep.
 * :class:`ChannelwiseTensorProduct`: the tensor product of two strided tensors channel by
   channel (channel u of the output only sees channel u of both inputs), summed over all allowed
   paths l1 x l2 -> l_out with learned path weights.
+
+The products have two evaluations of the same sum, chosen by :func:`unroll_products`: in eager
+mode the entries are gathered and summed together (few large kernels); for a traced graph
+(:mod:`molfold.compiled`) every entry is written out with its indices and coefficient as Python
+constants, so the compiler sees one chain of multiply-adds over rows, which it fuses into a single
+loop, and there is no gather along the irreps axis whose backward would be a scatter.
 """
 
 from __future__ import annotations
@@ -35,8 +43,11 @@ class WeightedChannels(nn.Module):
     irreps : irreps of the input, each with multiplicity 1 (e.g. ``1x0e+1x1o``)
     multiplicity : number of output channels ``mul``
 
-    ``forward(x [E, irreps.dim], weights [E, mul * len(irreps)]) -> [E, mul, irreps.dim]``;
-    every component of irrep r in channel u is multiplied by ``weights[:, u, r]``.
+    ``forward(x [E, irreps.dim], weights [E, len(irreps) * mul]) -> [E, irreps.dim, mul]``;
+    every component of irrep r in channel u is multiplied by ``weights[:, r * mul + u]``.
+    The weights are irrep-major (channels innermost, like the output; the reference codes and
+    molfold checkpoints before format 3 order them channel-major, u * len(irreps) + r, see
+    :func:`channel_major_to_irrep_major`), so every weight row is read contiguously.
     """
 
     def __init__(self, irreps: o3.Irreps, multiplicity: int) -> None:
@@ -45,17 +56,30 @@ class WeightedChannels(nn.Module):
         self.multiplicity = multiplicity
         self.num_irreps = len(self.irreps_in)
         self.weight_numel = multiplicity * self.num_irreps
-        irrep_of_component = torch.cat(
-            [torch.full((ir.dim,), r, dtype=torch.long) for r, (_, ir) in enumerate(self.irreps_in)]
-        )
-        self.register_buffer("irrep_of_component", irrep_of_component, persistent=False)
+        self.slices = [(s.start, s.stop) for s in self.irreps_in.slices()]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        weights = weights.view(-1, self.multiplicity, self.num_irreps)
-        return x.unsqueeze(1) * weights.index_select(2, self.irrep_of_component)
+        weights = weights.view(-1, self.num_irreps, self.multiplicity)
+        blocks = [
+            x[:, start:stop, None] * weights[:, None, r, :]
+            for r, (start, stop) in enumerate(self.slices)
+        ]
+        return torch.cat(blocks, dim=1)
 
     def extra_repr(self) -> str:
         return f"irreps_in={self.irreps_in}, multiplicity={self.multiplicity}"
+
+
+def channel_major_to_irrep_major(
+    weight: torch.Tensor, columns: slice, multiplicity: int, num_irreps: int
+) -> torch.Tensor:
+    """``weight`` [in, out] of a linear map whose output ``columns`` are channel weights in the
+    channel-major order u * num_irreps + r, with those columns reordered irrep-major
+    (r * multiplicity + u), the order :class:`WeightedChannels` reads."""
+    weight = weight.clone()
+    block = weight[:, columns]
+    weight[:, columns] = block.reshape(-1, multiplicity, num_irreps).transpose(1, 2).flatten(1)
+    return weight
 
 
 def sparse_paths(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps):
@@ -78,32 +102,87 @@ def sparse_paths(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Ir
                 yield ir_out, slice_out, i + slice1.start, j + slice2.start, k, values
 
 
-def register_entries(
-    module: nn.Module, index1: list, index2: list, index_out: list, values: list, dim_out: int
-) -> None:
-    """Register the buffers of a sparse tensor product on ``module``: ``index1``, ``index2``
-    (the input components of every entry), ``cg_values`` (its coefficient, default dtype) and
-    ``entry_to_out`` (one-hot [entries, dim_out], which sums each entry into its output
-    component). The lists hold one tensor per path, as :func:`sparse_paths` gives them."""
-    dtype = torch.get_default_dtype()
-    module.register_buffer("index1", torch.cat(index1), persistent=False)
-    module.register_buffer("index2", torch.cat(index2), persistent=False)
-    module.register_buffer("cg_values", torch.cat(values).to(dtype), persistent=False)
-    entry_to_out = torch.zeros(len(module.cg_values), dim_out, dtype=dtype)
-    entry_to_out[torch.arange(len(module.cg_values)), torch.cat(index_out)] = 1.0
-    module.register_buffer("entry_to_out", entry_to_out, persistent=False)
+class ProductEntries(nn.Module):
+    """The non-zero entries of a channel-wise product [E, dim1, mul] x [E, dim2, mul] ->
+    [E, dim_out, mul], and their sum.
+
+    Entry n multiplies component ``index1[n]`` of input 1 by component ``index2[n]`` of input 2
+    and by ``values[n]`` (and, if path weights are given, by the weight of its path
+    ``path_of_entry[n]`` in each channel), and adds the product into output component
+    ``index_out[n]``. The lists hold one tensor per path, as :func:`sparse_paths` gives them.
+
+    ``forward(x1, x2, path_weights [mul or 1, paths] or None) -> [E, dim_out, mul]``. With
+    ``unrolled`` (see :func:`unroll_products`) the same sum is written entry by entry.
+    """
+
+    def __init__(
+        self, index1: list, index2: list, index_out: list, values: list, dim_out: int
+    ) -> None:
+        super().__init__()
+        path_of_entry = [torch.full_like(i, path) for path, i in enumerate(index1)]
+        self.register_buffer("index1", torch.cat(index1), persistent=False)
+        self.register_buffer("index2", torch.cat(index2), persistent=False)
+        self.register_buffer("index_out", torch.cat(index_out), persistent=False)
+        self.register_buffer("path_of_entry", torch.cat(path_of_entry), persistent=False)
+        self.register_buffer(
+            "cg_values", torch.cat(values).to(torch.get_default_dtype()), persistent=False
+        )
+        self.dim_out = dim_out
+        self.unrolled = False
+        self.entries = [
+            (int(i), int(j), int(k), float(value), int(path))
+            for i, j, k, value, path in zip(
+                self.index1, self.index2, self.index_out, torch.cat(values), self.path_of_entry
+            )
+        ]
+
+    def forward(
+        self, x1: torch.Tensor, x2: torch.Tensor, path_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.unrolled:
+            return self._unrolled(x1, x2, path_weights)
+        coefficients = self.cg_values.unsqueeze(1)  # [entries, 1]
+        if path_weights is not None:
+            coefficients = path_weights.index_select(1, self.path_of_entry).T * coefficients
+        products = x1.index_select(1, self.index1) * x2.index_select(1, self.index2)
+        products = products * coefficients
+        out = products.new_zeros(products.shape[0], self.dim_out, products.shape[2])
+        return out.index_add_(1, self.index_out, products)
+
+    def _unrolled(
+        self, x1: torch.Tensor, x2: torch.Tensor, path_weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        rows: list[torch.Tensor | None] = [None] * self.dim_out
+        for i, j, k, value, path in self.entries:
+            coefficient = value if path_weights is None else path_weights[:, path] * value
+            term = x1[:, i] * x2[:, j] * coefficient
+            rows[k] = term if rows[k] is None else rows[k] + term
+        return torch.stack(rows, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"{len(self.entries)} entries, unrolled={self.unrolled}"
+
+
+def unroll_products(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every channel-wise product in ``module`` to its entry-by-entry evaluation (for
+    tracing and compiling) or back; returns ``module``. Both give the same values."""
+    for submodule in module.modules():
+        if isinstance(submodule, ProductEntries):
+            submodule.unrolled = enabled
+    return module
 
 
 class ChannelwiseTensorProduct(nn.Module):
-    """Channel-wise tensor product [E, mul, dim1] x [E, mul, dim2] -> [E, mul, dim_out].
+    """Channel-wise tensor product [E, dim1, mul] x [E, dim2, mul] -> [E, dim_out, mul].
 
     Every pair (l1, l2) of input irreps and every output irrep l_out with l_out in l1 x l2 (and
     matching parity) is a path; its Wigner 3j coefficients are scaled by sqrt(2 l_out + 1)
     ("component" normalisation) and by a learned weight, per channel when
     ``path_channel_coupling`` is True, else shared by all channels.
 
-    Only the non-zero Clebsch-Gordan entries are evaluated: for each entry n the product
-    x1[:, :, i_n] * x2[:, :, j_n] is formed, weighted, and summed into output component k_n.
+    Only the non-zero Clebsch-Gordan entries are evaluated (:class:`ProductEntries`): for each
+    entry n the product x1[:, i_n] * x2[:, j_n] is formed, weighted, and summed into output
+    component k_n.
 
     Parameters
     ----------
@@ -132,29 +211,24 @@ class ChannelwiseTensorProduct(nn.Module):
         self.irreps_out = single_copies(irreps_out)
         self.multiplicity = multiplicity
 
-        index1, index2, index_out, path_of_entry, values = [], [], [], [], []
-        num_paths = 0
-        paths = sparse_paths(self.irreps_in1, self.irreps_in2, self.irreps_out)
-        for _, slice_out, i, j, k, path_values in paths:
+        index1, index2, index_out, values = [], [], [], []
+        for _, slice_out, i, j, k, path_values in sparse_paths(
+            self.irreps_in1, self.irreps_in2, self.irreps_out
+        ):
             index1.append(i)
             index2.append(j)
             index_out.append(k + slice_out.start)
             values.append(path_values)
-            path_of_entry.append(torch.full_like(i, num_paths))
-            num_paths += 1
-        if num_paths == 0:
+        if not values:
             raise ValueError(f"no path from {irreps_in1} x {irreps_in2} to {irreps_out}")
-        self.num_paths = num_paths
-        register_entries(self, index1, index2, index_out, values, self.irreps_out.dim)
-        self.register_buffer("path_of_entry", torch.cat(path_of_entry), persistent=False)
+        self.num_paths = len(values)
+        self.entries = ProductEntries(index1, index2, index_out, values, self.irreps_out.dim)
 
-        shape = (multiplicity, num_paths) if path_channel_coupling else (1, num_paths)
+        shape = (multiplicity, self.num_paths) if path_channel_coupling else (1, self.num_paths)
         self.weight = nn.Parameter(torch.empty(shape).uniform_(-math.sqrt(3.0), math.sqrt(3.0)))
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        coefficients = self.weight.index_select(1, self.path_of_entry) * self.cg_values
-        products = x1.index_select(2, self.index1) * x2.index_select(2, self.index2)
-        return (products * coefficients) @ self.entry_to_out
+        return self.entries(x1, x2, self.weight)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,152 @@
+"""A potential whose per-call work runs as one compiled graph.
+
+:class:`CompiledPotential` gives the outputs of :class:`~molfold.models.potential.Potential`
+(``energy``, ``atomic_energy``, ``forces``, ``stress``) from a compiled
+:class:`~molfold.compiled.trace.EdgeGradientCore`: compiled in this process by Inductor
+(:func:`compile_potential`, the first call compiles, later processes reuse Inductor's on-disk
+cache) or loaded from an AOTInductor package (:func:`molfold.compiled.package.load_package`).
+Everything around the core (species map, edge vectors, scale and shift, forces and stress from the
+edge gradient) is the eager potential's own code.
+
+If the just-in-time compiler cannot run here (no C++ compiler, an operation it does not support),
+the first call says so in one line and every call uses the eager potential instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch_geometric.data import Data
+
+from molfold.data import graph as G
+from molfold.models.potential import Potential, forces_and_stress, total_energies
+from molfold.models.species import SpeciesTypes
+
+Core = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class CompiledPotential(nn.Module):
+    """Energy, forces and stress from a compiled edge-gradient core.
+
+    Parameters
+    ----------
+    core : ``core(vectors [E, 3], edge_index [2, E], atom_types [N]) -> (per_atom [N],
+        gradient [E, 3])``, see :class:`~molfold.compiled.trace.EdgeGradientCore`
+    species, scales, shifts : as in :class:`~molfold.models.potential.Potential`
+    r_max : cutoff radius, Angstrom
+    dtype : the core's floating-point type
+    backend : what compiled the core (``"inductor"``, ``"aotinductor"``), for messages
+    fallback : an eager potential to use if the core fails on its first call (JIT compilation)
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        species: Sequence[int],
+        scales: torch.Tensor,
+        shifts: torch.Tensor,
+        r_max: float,
+        dtype: torch.dtype,
+        backend: str,
+        fallback: Potential | None = None,
+    ) -> None:
+        super().__init__()
+        self.core = core
+        self.types = SpeciesTypes(species)
+        self.register_buffer("scales", scales.to(torch.float64))
+        self.register_buffer("shifts", shifts.to(torch.float64))
+        self.r_max = float(r_max)
+        self.dtype = dtype
+        self.backend = backend
+        self.fallback = fallback
+        self.checked = False
+
+    @property
+    def species(self) -> list[int]:
+        """Atomic numbers the model knows; ``species[t]`` is type index t."""
+        return self.types.species
+
+    def atom_types(self, z: torch.Tensor) -> torch.Tensor:
+        """Type indices [N] of atomic numbers [N] (UnknownElementError for others)."""
+        return self.types(z)
+
+    def forward(
+        self, data: Data, compute_forces: bool = True, compute_stress: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """As :meth:`Potential.forward <molfold.models.potential.Potential.forward>`, without
+        gradients through the outputs (inference only)."""
+        if self.fallback is not None and self.checked and self.core is None:
+            return self.fallback(data, compute_forces, compute_stress)
+        atom_types = self.atom_types(data[G.Z])
+        num_atoms = atom_types.shape[0]
+        batch = data[G.BATCH] if G.BATCH in data else atom_types.new_zeros(num_atoms)
+        num_graphs = data.num_graphs if hasattr(data, "num_graphs") else 1
+        data = copy.copy(data)
+        data[G.BATCH] = batch
+        data[G.POS] = data[G.POS].detach().to(self.dtype)
+        data[G.CELL] = data[G.CELL].detach().to(self.dtype).view(-1, 3, 3)
+        data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(self.dtype)
+        vectors = G.edge_vectors(data).detach()
+        data[G.EDGE_VECTORS] = vectors
+        per_atom, gradient = self._call_core(vectors, data[G.EDGE_INDEX], atom_types)
+        if per_atom is None:  # the compiler failed: the eager model from now on
+            return self.fallback(data, compute_forces, compute_stress)
+        out = total_energies(per_atom, atom_types, self.scales, self.shifts, batch, num_graphs)
+        if compute_forces or compute_stress:
+            out.update(forces_and_stress(data, gradient, num_graphs, compute_stress))
+        return out
+
+    def _call_core(
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        num_atoms, num_edges = atom_types.shape[0], vectors.shape[0]
+        if num_edges == 0:  # nothing depends on the positions; the core wants edges
+            return vectors.new_zeros(num_atoms), vectors
+        padded = num_atoms < 2  # one atom with its own periodic images: add an idle atom
+        if padded:
+            atom_types = torch.cat([atom_types, atom_types[:1]])
+        try:
+            with torch.no_grad():
+                per_atom, gradient = self.core(vectors.contiguous(), edge_index, atom_types)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: fall back
+            if self.fallback is None or self.checked:
+                raise
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            warnings.warn(
+                f"molfold: the {self.backend}-compiled model is not available here "
+                f"({type(error).__name__}: {reason}); using the eager model",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.core, self.checked = None, True
+            return None, None
+        self.checked = True
+        return per_atom[:num_atoms], gradient
+
+
+def compile_potential(potential: Potential) -> CompiledPotential:
+    """``potential`` with its edge-gradient core traced and compiled by Inductor (dynamic sizes).
+
+    Compilation itself happens on the first call (tens of seconds; Inductor caches the result on
+    disk for later processes). Falls back to ``potential`` if that fails. ConfigError for a model
+    that cannot be compiled (:func:`~molfold.compiled.trace.check_traceable`).
+    """
+    from molfold.compiled.trace import trace_core
+
+    device = potential.scales.device
+    graph = trace_core(potential, device)
+    core = torch.compile(graph, dynamic=True, fullgraph=True)
+    return CompiledPotential(
+        core,
+        potential.species,
+        potential.scales,
+        potential.shifts,
+        potential.r_max,
+        potential.dtype,
+        backend="inductor",
+        fallback=potential,
+    )
