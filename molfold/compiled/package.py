@@ -27,6 +27,7 @@ from molfold._version import __version__
 from molfold.compiled.potential import CompiledPotential
 from molfold.errors import CheckpointError
 from molfold.models.potential import Potential
+from molfold.nn import centre_sums  # noqa: F401 - registers the custom ops a package calls
 
 FORMAT = "molfold-compiled-potential/1"
 """Metadata key ``format`` of every package: what wrote it and how to read its metadata."""
