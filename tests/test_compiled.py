@@ -6,6 +6,8 @@ checks."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -90,6 +92,25 @@ def test_calculator_uses_the_package(package):
     assert isinstance(calc.potential, CompiledPotential)
     assert calc.potential.backend == "aotinductor" and calc.potential.species == [1, 6, 8]
     assert calc.potential.core is not None
+
+
+def test_package_loads_in_a_fresh_process(package, float64_checkpoint):
+    """A new Python process (nothing of molfold imported yet) loads the package: the custom
+    operators it calls are registered by the loader itself."""
+    script = (
+        "import sys; from molfold import MolfoldCalculator; from ase.build import molecule\n"
+        "atoms = molecule('CH3CH2OH'); atoms.calc = MolfoldCalculator(sys.argv[1])\n"
+        "print(repr(atoms.get_potential_energy()))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(package)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = MolfoldCalculator(float64_checkpoint)
+    assert float(run.stdout.strip().splitlines()[-1]) == pytest.approx(
+        atoms.get_potential_energy(), abs=1e-9
+    )
 
 
 def test_package_for_another_device_or_damaged_is_refused(package, tmp_path):

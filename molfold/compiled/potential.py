@@ -14,7 +14,6 @@ the first call says so in one line and every call uses the eager potential inste
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -23,7 +22,12 @@ from torch import nn
 from torch_geometric.data import Data
 
 from molfold.data import graph as G
-from molfold.models.potential import Potential, forces_and_stress, total_energies
+from molfold.models.potential import (
+    Potential,
+    forces_and_stress,
+    graph_in_dtype,
+    total_energies,
+)
 from molfold.models.species import SpeciesTypes
 
 Core = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -79,22 +83,16 @@ class CompiledPotential(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """As :meth:`Potential.forward <molfold.models.potential.Potential.forward>`, without
         gradients through the outputs (inference only)."""
-        if self.fallback is not None and self.checked and self.core is None:
+        if self.core is None:  # the compiler failed on the first call: eager from then on
             return self.fallback(data, compute_forces, compute_stress)
         atom_types = self.atom_types(data[G.Z])
-        num_atoms = atom_types.shape[0]
-        batch = data[G.BATCH] if G.BATCH in data else atom_types.new_zeros(num_atoms)
-        num_graphs = data.num_graphs if hasattr(data, "num_graphs") else 1
-        data = copy.copy(data)
-        data[G.BATCH] = batch
-        data[G.POS] = data[G.POS].detach().to(self.dtype)
-        data[G.CELL] = data[G.CELL].detach().to(self.dtype).view(-1, 3, 3)
-        data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(self.dtype)
+        data, num_graphs = graph_in_dtype(data, self.dtype)
         vectors = G.edge_vectors(data).detach()
         data[G.EDGE_VECTORS] = vectors
         per_atom, gradient = self._call_core(vectors, data[G.EDGE_INDEX], atom_types)
-        if per_atom is None:  # the compiler failed: the eager model from now on
+        if per_atom is None:
             return self.fallback(data, compute_forces, compute_stress)
+        batch = data[G.BATCH]
         out = total_energies(per_atom, atom_types, self.scales, self.shifts, batch, num_graphs)
         if compute_forces or compute_stress:
             out.update(forces_and_stress(data, gradient, num_graphs, compute_stress))
@@ -106,8 +104,7 @@ class CompiledPotential(nn.Module):
         num_atoms, num_edges = atom_types.shape[0], vectors.shape[0]
         if num_edges == 0:  # nothing depends on the positions; the core wants edges
             return vectors.new_zeros(num_atoms), vectors
-        padded = num_atoms < 2  # one atom with its own periodic images: add an idle atom
-        if padded:
+        if num_atoms < 2:  # one atom among its own periodic images: add an idle atom
             atom_types = torch.cat([atom_types, atom_types[:1]])
         try:
             with torch.no_grad():

@@ -67,14 +67,8 @@ class Potential(SpeciesModel):
         ``cell`` and the edge shifts, for callers that take their own derivatives.
         """
         atom_types = self.atom_types(data[G.Z])
-        num_atoms = atom_types.shape[0]
-        batch = data[G.BATCH] if G.BATCH in data else atom_types.new_zeros(num_atoms)
-        num_graphs = data.num_graphs if hasattr(data, "num_graphs") else 1
-        data = copy.copy(data)  # shallow: the caller's graph keeps its own tensors
-        data[G.BATCH] = batch
-        data[G.POS] = data[G.POS].to(self.dtype)
-        data[G.CELL] = data[G.CELL].to(self.dtype).view(-1, 3, 3)
-        data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(self.dtype)
+        data, num_graphs = graph_in_dtype(data, self.dtype)
+        batch = data[G.BATCH]
         differentiate = compute_forces or compute_stress
         if differentiate:
             vectors = G.edge_vectors(data).detach().requires_grad_(True)
@@ -89,6 +83,20 @@ class Potential(SpeciesModel):
             gradient = torch.zeros_like(vectors) if gradient is None else gradient
             out.update(forces_and_stress(data, gradient, num_graphs, compute_stress))
         return out
+
+
+def graph_in_dtype(data: Data, dtype: torch.dtype) -> tuple[Data, int]:
+    """A shallow copy of ``data`` (the caller's graph keeps its own tensors) with ``batch`` set
+    (zeros for a single graph) and positions, cell [B, 3, 3] and edge shifts in ``dtype``; and
+    the number of graphs."""
+    num_graphs = data.num_graphs if hasattr(data, "num_graphs") else 1
+    batch = data[G.BATCH] if G.BATCH in data else data[G.Z].new_zeros(data[G.Z].shape[0])
+    data = copy.copy(data)
+    data[G.BATCH] = batch
+    data[G.POS] = data[G.POS].to(dtype)
+    data[G.CELL] = data[G.CELL].to(dtype).view(-1, 3, 3)
+    data[G.EDGE_CELL_SHIFT] = data[G.EDGE_CELL_SHIFT].to(dtype)
+    return data, num_graphs
 
 
 def total_energies(
