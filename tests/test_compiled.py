@@ -29,6 +29,7 @@ from molfold.nn.strided import ChannelwiseTensorProduct, WeightedChannels, unrol
 from molfold.shipped import shipped_data
 
 from .common import SMALL, nve_energy_error
+from .equivariance import TRANSFORMATIONS, assert_symmetry
 
 
 def structures():
@@ -85,6 +86,15 @@ def test_package_matches_the_eager_model_in_float64(package, float64_checkpoint,
         assert np.abs(eager["stress"]).max() > 1e-3
     elif name != "isolated":
         assert np.abs(eager["forces"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("transformation", TRANSFORMATIONS)
+def test_package_outputs_transform_correctly_in_float64(package, transformation):
+    """Every output of the compiled model under a random rotation, reflection, translation
+    (with lattice shifts) and permutation, float64, the checks every eager model gets."""
+    compiled = load_package(package)
+    assert compiled.dtype == torch.float64
+    assert_symmetry(compiled, structures()["cell"], transformation, seed=4)
 
 
 def test_calculator_uses_the_package(package):
