@@ -159,6 +159,7 @@ def cmd_speed(args) -> dict:
 
     torch.set_num_threads(args.threads)
     hp = molfold_hparams()
+    hp["l_max"] = args.l_max
     structures, source = ref.build_system(args.system, args.seed)
     summary = ref.system_summary(structures, hp["r_max"])
     species = sorted(args.species or summary["atomic_numbers"])
@@ -183,11 +184,20 @@ def cmd_speed(args) -> dict:
     stress = {"auto": summary["periodic"], "always": True, "never": False}[args.stress]
     computes = "energy + forces" + (" + stress (strain derivative)" if stress else "")
 
+    model, compile_s = potential, None
+    if args.mode == "compiled":
+        from molfold.compiled.potential import compile_potential
+
+        t0 = time.perf_counter()
+        model = compile_potential(potential)
+        model(batch, compute_forces=True, compute_stress=stress)  # Inductor compiles here
+        compile_s = time.perf_counter() - t0
+
     def energy_and_forces() -> dict:
-        return potential(batch, compute_forces=True, compute_stress=stress)
+        return model(batch, compute_forces=True, compute_stress=stress)
 
     return ref.speed_record(
-        "molfold",
+        "molfold" + ("" if args.mode == "eager" else f" ({args.mode})"),
         args,
         energy_and_forces,
         (summary, source),
@@ -197,6 +207,8 @@ def cmd_speed(args) -> dict:
         species=species,
         params=params,
         computes=computes,
+        mode=args.mode,
+        compile_s=compile_s,
     )
 
 
@@ -229,41 +241,55 @@ def _best(records: list[dict]) -> dict | None:
     return min(good, key=lambda r: r["time_median_s"]) if good else None
 
 
-def speed_case(system: str, dtype: str, args, env: dict) -> dict:
-    common = [
-        "--system",
-        system,
-        "--dtype",
-        dtype,
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
-        "--threads",
-        str(args.threads),
+def variants(args) -> list[tuple[str, str, str]]:
+    """Every (side, mode, malloc) the speed comparison runs, in the order they alternate."""
+    sides = (("reference", args.reference_modes), ("molfold", args.molfold_modes))
+    return [
+        (side, mode, malloc) for malloc in args.malloc for side, modes in sides for mode in modes
     ]
-    runs: dict[str, list[dict]] = {"reference": [], "molfold": []}
+
+
+def variant_name(side: str, mode: str, malloc: str) -> str:
+    return f"{side} {mode} {malloc}"
+
+
+def speed_case(system: str, dtype: str, args, env: dict) -> dict:
+    """One system x dtype: every variant ``--process-runs`` times, interleaved; each variant's
+    best process, each side's best variant, and their ratio."""
+    common = ["--system", system, "--dtype", dtype, "--warmup", str(args.warmup)]
+    common += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+    common += ["--l-max", str(args.l_max)]
+    runs: dict[str, list[dict]] = {variant_name(*v): [] for v in variants(args)}
     expect: list[str] = []
     for k in range(args.process_runs):
-        record = run_worker(BENCH_PYTHON, REFERENCE_SCRIPT, common, env)
-        runs["reference"].append(record)
-        _progress(system, dtype, "reference", k, record)
-        if not expect and "params" in record:
-            expect = ["--expect-params", str(record["params"])]
-        extra = ["--stress", args.molfold_stress, *expect]
-        record = run_worker(sys.executable, THIS, common + extra, env)
-        runs["molfold"].append(record)
-        _progress(system, dtype, "molfold", k, record)
-    best_ref, best_mf = _best(runs["reference"]), _best(runs["molfold"])
-    row = {"system": system, "dtype": dtype}
-    if best_ref is None or best_mf is None:
+        for side, mode, malloc in variants(args):
+            worker_env = dict(env, **(ref.MALLOC_TUNED_ENV if malloc == "tuned" else {}))
+            if side == "reference":
+                record = run_worker(
+                    BENCH_PYTHON, REFERENCE_SCRIPT, [*common, "--mode", mode], worker_env
+                )
+                if not expect and "params" in record:
+                    expect = ["--expect-params", str(record["params"])]
+            else:
+                extra = ["--mode", mode, "--stress", args.molfold_stress, *expect]
+                record = run_worker(sys.executable, THIS, common + extra, worker_env)
+            runs[variant_name(side, mode, malloc)].append(record)
+            _progress(system, dtype, variant_name(side, mode, malloc), k, record)
+    best = {name: _best(records) for name, records in runs.items()}
+    row = {"system": system, "dtype": dtype, "l_max": args.l_max}
+    sides = {}
+    for side in ("reference", "molfold"):
+        done = [(name, r) for name, r in best.items() if name.startswith(side) and r is not None]
+        sides[side] = min(done, key=lambda item: item[1]["time_median_s"]) if done else None
+    if sides["reference"] is None or sides["molfold"] is None:
         row["error"] = "; ".join(
-            f"{side}: {r['error'].strip().splitlines()[-1] if r['error'].strip() else '?'}"
-            for side, rs in runs.items()
-            for r in rs
+            f"{name}: {r['error'].strip().splitlines()[-1] if r['error'].strip() else '?'}"
+            for name, records in runs.items()
+            for r in records
             if "error" in r
         )
     else:
+        (ref_name, best_ref), (mf_name, best_mf) = sides["reference"], sides["molfold"]
         best_ref.setdefault("computes", REFERENCE_COMPUTES)
         row.update(
             n_atoms=best_ref["n_atoms"],
@@ -272,13 +298,11 @@ def speed_case(system: str, dtype: str, args, env: dict) -> dict:
             params_reference=best_ref["params"],
             params_molfold=best_mf["params"],
             params_match=best_ref["params"] == best_mf["params"],
+            reference_best=ref_name,
+            molfold_best=mf_name,
             reference_s=best_ref["time_median_s"],
             molfold_s=best_mf["time_median_s"],
             speedup=best_ref["time_median_s"] / best_mf["time_median_s"],
-            reference_structures_per_s=best_ref["structures_per_s"],
-            molfold_structures_per_s=best_mf["structures_per_s"],
-            reference_atoms_per_s=best_ref["atoms_per_s"],
-            molfold_atoms_per_s=best_mf["atoms_per_s"],
             reference_rss_delta_mib=best_ref["rss_delta_mib"],
             molfold_rss_delta_mib=best_mf["rss_delta_mib"],
             rss_delta_ratio=best_mf["rss_delta_mib"] / best_ref["rss_delta_mib"]
@@ -287,8 +311,11 @@ def speed_case(system: str, dtype: str, args, env: dict) -> dict:
             reference_computes=best_ref["computes"],
             molfold_computes=best_mf["computes"],
         )
-    row["process_medians_s"] = {
-        side: [r.get("time_median_s") for r in rs] for side, rs in runs.items()
+    row["variants"] = {
+        name: None
+        if r is None
+        else {k: r.get(k) for k in ("time_median_s", "rss_delta_mib", "compile_s", "atoms_per_s")}
+        for name, r in best.items()
     }
     row["runs"] = runs
     return row
@@ -303,7 +330,7 @@ def _progress(system: str, dtype: str, side: str, k: int, record: dict) -> None:
             f"median {record['time_median_s']:.4f} s/call, "
             f"rss delta {record['rss_delta_mib']:.0f} MiB, {record['params']} params"
         )
-    print(f"  {system:9s} {dtype:7s} {side:9s} run {k + 1}: {msg}", flush=True)
+    print(f"  {system:9s} {dtype:7s} {side:28s} run {k + 1}: {msg}", flush=True)
 
 
 # --- training comparison --------------------------------------------------------------------
@@ -481,47 +508,29 @@ def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def speed_table(rows: list[dict]) -> str:
-    headers = [
-        "system",
-        "dtype",
-        "atoms",
-        "edges",
-        "ref s/call",
-        "molfold s/call",
-        "speedup",
-        "ref struct/s",
-        "mf struct/s",
-        "ref atoms/s",
-        "mf atoms/s",
-        "ref dRSS MiB",
-        "mf dRSS MiB",
-        "RSS mf/ref",
-    ]
+def speed_rows(rows: list[dict], names: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the speed table: s/call of every variant, each side's best, their
+    ratio and the memory ratio of the two best."""
+    headers = ["system", "dtype", "l_max", "atoms", "edges", *names]
+    headers += ["best reference", "best molfold", "speed-up", "memory mf/ref"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["system"], r["dtype"], "FAILED", r["error"][:60]] + [""] * 10)
+            body.append([r["system"], r["dtype"], str(r["l_max"]), "FAILED", r["error"][:60]])
+            body[-1] += [""] * (len(headers) - len(body[-1]))
             continue
+        times = [_fmt((r["variants"].get(n) or {}).get("time_median_s"), ".4f") for n in names]
         body.append(
-            [
-                r["system"],
-                r["dtype"],
-                str(r["n_atoms"]),
-                str(r["n_edges"]),
-                _fmt(r["reference_s"], ".4f"),
-                _fmt(r["molfold_s"], ".4f"),
+            [r["system"], r["dtype"], str(r["l_max"]), str(r["n_atoms"]), str(r["n_edges"])]
+            + times
+            + [
+                r["reference_best"].removeprefix("reference "),
+                r["molfold_best"].removeprefix("molfold "),
                 _fmt(r["speedup"], ".2f") + "x",
-                _fmt(r["reference_structures_per_s"], ".2f"),
-                _fmt(r["molfold_structures_per_s"], ".2f"),
-                _fmt(r["reference_atoms_per_s"], ".0f"),
-                _fmt(r["molfold_atoms_per_s"], ".0f"),
-                _fmt(r["reference_rss_delta_mib"], ".0f"),
-                _fmt(r["molfold_rss_delta_mib"], ".0f"),
                 _fmt(r["rss_delta_ratio"], ".2f"),
             ]
         )
-    return text_table(headers, body)
+    return headers, body
 
 
 def training_rows(training: dict) -> tuple[list[str], list[list[str]]]:
@@ -574,27 +583,14 @@ def readme_markdown(result: dict) -> str:
         parts += [
             "",
             f"Energy + forces per call on one batch, random weights, identical hyperparameters "
-            f"(allegro tutorial) and parameter count; best of {s['process_runs']} processes' "
-            f"median over {s['repeats']} calls. Speedup = reference time / molfold time; "
-            "memory = molfold / reference peak-RSS rise during the calls. The reference also "
-            "takes the strain derivative (virial) on every call; molfold computes the stress for "
-            "the periodic systems only.",
+            f"(allegro tutorial, l_max {s['l_max']}) and parameter count; best of "
+            f"{s['process_runs']} processes' median over {s['repeats']} calls, seconds. "
+            "Speed-up = the reference's best variant / molfold's best variant; memory = their "
+            "peak-RSS rise during the calls, molfold / reference. Malloc `tuned`: "
+            f"{ref.MALLOC_TUNED_ENV}. The reference also takes the strain derivative (virial) on "
+            "every call; molfold computes the stress for the periodic systems only.",
             "",
-            _markdown(
-                ["system", "dtype", "atoms", "edges", "params", "speedup", "memory (molfold/ref)"],
-                [
-                    [
-                        r["system"],
-                        r["dtype"],
-                        str(r["n_atoms"]),
-                        str(r["n_edges"]),
-                        f"{r['params_molfold']:,}",
-                        f"{r['speedup']:.2f}x",
-                        _fmt(r["rss_delta_ratio"], ".2f"),
-                    ]
-                    for r in rows
-                ],
-            ),
+            _markdown(*speed_rows(rows, s["variants"])),
         ]
     training = result.get("training")
     if training:
@@ -622,8 +618,6 @@ def cmd_run(args) -> dict:
             raise SystemExit(f"unknown dtype {dtype!r}; choose from {ref.DTYPES}")
     hp = molfold_hparams()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    malloc_env = ref.MALLOC_TUNED_ENV if args.malloc_tuned else {}
-    env.update(malloc_env)
     result = {
         "benchmark": "allegro: molfold vs nequip-allegro",
         "machine": machine_info(args.threads),
@@ -634,7 +628,10 @@ def cmd_run(args) -> dict:
             "repeats": args.repeats,
             "process_runs": args.process_runs,
             "threads": args.threads,
-            "malloc_env": malloc_env,
+            "malloc": args.malloc,
+            "malloc_tuned_env": ref.MALLOC_TUNED_ENV,
+            "variants": [variant_name(*v) for v in variants(args)],
+            "l_max": args.l_max,
             "molfold_stress": args.molfold_stress,
             "hparams_molfold": hp,
             "hparams_reference": ref.HPARAMS,
@@ -647,7 +644,7 @@ def cmd_run(args) -> dict:
     print(
         f"machine: {result['machine']['cpu_model']}, {result['machine']['logical_cpus']} CPUs, "
         f"{args.threads} threads, load average {result['machine']['load_average_start'][0]:.2f}"
-        + (f", malloc {malloc_env}" if malloc_env else ""),
+        + f", malloc {' and '.join(args.malloc)}",
         flush=True,
     )
     if not args.skip_speed:
@@ -656,17 +653,19 @@ def cmd_run(args) -> dict:
                 result["speed"].append(speed_case(system, dtype, args, env))
                 _write(args.out, result)
         for row in result["speed"]:
-            for side in ("reference", "molfold"):
-                best = _best(row["runs"][side])
+            for name, records in row["runs"].items():
+                best = _best(records)
                 if best and best.get("versions"):
-                    result["versions"].setdefault(side, best["versions"])
+                    result["versions"].setdefault(name.split()[0], best["versions"])
         print("\nEnergy + forces per call (reference computes " + REFERENCE_COMPUTES + ";")
         print(
             f"molfold stress: {args.molfold_stress}); best of {args.process_runs} processes' "
-            f"medians over {args.repeats} calls, {args.threads} threads; speedup = ref/molfold; "
-            "dRSS = peak-RSS rise during the calls, ratio molfold/ref.\n"
+            f"medians over {args.repeats} calls, {args.threads} threads, seconds per call; "
+            "speed-up = best reference / best molfold variant; memory = peak-RSS rise during the "
+            "calls of those two, molfold/ref.\n"
         )
-        print(speed_table(result["speed"]))
+        names = [variant_name(*v) for v in variants(args)]
+        print(text_table(*speed_rows(result["speed"], names)))
         for row in result["speed"]:
             if "error" not in row and not row["params_match"]:
                 print(
@@ -724,10 +723,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--process-runs", type=int, default=2, help="fresh processes per side")
     p.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
     p.add_argument(
-        "--malloc-tuned",
-        action="store_true",
-        help=f"both sides' processes get {ref.MALLOC_TUNED_ENV}",
+        "--malloc",
+        nargs="+",
+        choices=("default", "tuned"),
+        default=["default", "tuned"],
+        help=f"glibc malloc settings to run each variant with (tuned: {ref.MALLOC_TUNED_ENV})",
     )
+    p.add_argument(
+        "--reference-modes",
+        nargs="+",
+        choices=("eager", "aotinductor"),
+        default=["eager", "aotinductor"],
+        help="reference variants: eager, and compiled as nequip-compile --mode aotinductor does",
+    )
+    p.add_argument(
+        "--molfold-modes",
+        nargs="+",
+        choices=("eager", "compiled"),
+        default=["eager", "compiled"],
+        help="molfold variants: eager, and compiled (molfold.compiled, Inductor)",
+    )
+    p.add_argument("--l-max", type=int, default=1, help="both models' l_max (tutorial: 1)")
     p.add_argument(
         "--molfold-stress",
         choices=("auto", "always", "never"),
@@ -757,6 +773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--species", type=int, nargs="*", help="atomic numbers the model knows")
     p.add_argument("--stress", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--expect-params", type=int, help="assert this parameter count")
+    p.add_argument("--mode", choices=("eager", "compiled"), default="eager")
+    p.add_argument("--l-max", type=int, default=1, help="l_max (tutorial: 1)")
 
     args = parser.parse_args(argv)
     if args.cmd == "speed":

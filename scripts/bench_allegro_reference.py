@@ -16,9 +16,10 @@ Subcommands (``bench_env/bin/python scripts/bench_allegro_reference.py <cmd> --h
 
         bench_env/bin/python scripts/bench_allegro_reference.py speed --system cu864 --dtype float32
 
-    Peak memory is ``ru_maxrss`` of this process (Linux, KiB -> MiB); ``rss_delta_mib`` is its rise
-    from just before the first model call, i.e. what energy + forces needed on top of the built
-    model and batch. Run one case per process (``sweep`` does), otherwise the maxima mix.
+    ``rss_delta_mib`` is the rise of this process's peak resident set (VmHWM, reset just before
+    the warm-up calls) over its RSS at that point: what energy + forces needed on top of the built
+    (and, with ``--mode aotinductor``, compiled) model and batch. ``--l-max`` changes l_max from
+    the tutorial's 1. Run one case per process (``sweep`` does).
 ``sweep``
     Every system x dtype, each in a fresh subprocess; prints (and with ``--out`` appends) one JSON
     line per case. ``--worker`` runs another script with the same ``speed`` interface instead
@@ -273,6 +274,35 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's peak-RSS mark (Linux: ``5`` into /proc/self/clear_refs) and return
+    the current RSS, MiB; where that is impossible, the peak so far (:func:`rss_mib`). After it,
+    :func:`peak_rss_mib` is the peak since this call, so work done before (a compilation) does
+    not hide what the calls need."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return _status_mib("VmRSS") or rss_mib()
+    except OSError:
+        return rss_mib()
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS since the last :func:`reset_peak_rss` (VmHWM), MiB; else :func:`rss_mib`."""
+    return _status_mib("VmHWM") or rss_mib()
+
+
 def timing_record(times: list[float], n_structures: int, n_atoms: int) -> dict:
     """Median time per call and the derived throughputs."""
     median = statistics.median(times)
@@ -301,9 +331,9 @@ def speed_record(
 
     summary, source = structures_source
     outputs: dict = {}
-    rss_before = rss_mib()
+    rss_before = reset_peak_rss()
     times = time_calls(lambda: outputs.update(call()), args.warmup, args.repeats)
-    rss_after = rss_mib()
+    rss_after = peak_rss_mib()
     forces = outputs["forces"].detach()
     return {
         "package": package,
@@ -488,12 +518,21 @@ def cmd_speed(args) -> dict:
     type_names = type_names_for(args.species or summary["atomic_numbers"])
 
     t0 = time.perf_counter()
-    model = build_reference_model(type_names, args.dtype, summary["avg_num_neighbors"])
+    model = build_reference_model(
+        type_names, args.dtype, summary["avg_num_neighbors"], hp={**HPARAMS, "l_max": args.l_max}
+    )
     build_s = time.perf_counter() - t0
+    reference_params = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
     batch = reference_batch(structures, type_names, HPARAMS["r_max"])
     batch_s = time.perf_counter() - t0
     assert AtomicDataDict.num_edges(batch) == summary["n_edges"], "neighbour lists disagree"
+
+    compile_s = None
+    if args.mode == "aotinductor":
+        t0 = time.perf_counter()
+        model, batch = aoti_reference(model, batch)
+        compile_s = time.perf_counter() - t0
 
     def energy_and_forces() -> dict:
         out = model(batch)
@@ -503,7 +542,7 @@ def cmd_speed(args) -> dict:
         }
 
     return speed_record(
-        "nequip-allegro",
+        "nequip-allegro" + ("" if args.mode == "eager" else f" ({args.mode})"),
         args,
         energy_and_forces,
         (summary, source),
@@ -511,8 +550,40 @@ def cmd_speed(args) -> dict:
         batch_s,
         _versions(),
         type_names=type_names,
-        params=sum(p.numel() for p in model.parameters()),
+        params=reference_params,
+        mode=args.mode,
+        compile_s=compile_s,
     )
+
+
+def aoti_reference(model, batch):
+    """The reference model compiled as ``nequip-compile --mode aotinductor`` does it (its own
+    ``aot_export_model``, target ``ase`` for one frame, ``batch`` for several, free atom and edge
+    counts, into a temporary ``.nequip.pt2``), loaded back; and the batch in the form it takes.
+    Returns ``(model, batch)``, ``model(batch)`` giving the same dict as the eager model."""
+    import tempfile
+
+    import torch
+    from nequip.data import AtomicDataDict
+    from nequip.nn.compile import DictInputOutputWrapper
+    from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
+    from nequip.utils.aot import aot_export_model
+
+    single = AtomicDataDict.num_frames(batch) == 1
+    target = COMPILE_TARGET_DICT["ase" if single else "batch"]
+    dims = {
+        key: torch.export.Dim(name, min=2)
+        for key, name in (("graph", "num_frames"), ("node", "num_nodes"), ("edge", "num_edges"))
+    }
+    dims = target["batch_map_settings"](dims)
+    example = target["data_settings"](dict(batch))
+    if single:
+        batch = example
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "reference.nequip.pt2")
+        aot_export_model(model, "cpu", target["input"], target["output"], example, dims, path)
+        compiled = torch._inductor.aoti_load_package(path)
+    return DictInputOutputWrapper(compiled, target["input"], target["output"]), batch
 
 
 # --- training -------------------------------------------------------------------------
@@ -687,6 +758,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0, help="geometry seed")
+    p.add_argument(
+        "--mode",
+        choices=("eager", "aotinductor"),
+        default="eager",
+        help="eager PyTorch, or compiled as nequip-compile --mode aotinductor does",
+    )
+    p.add_argument("--l-max", type=int, default=HPARAMS["l_max"], help="l_max (tutorial: 1)")
     p.add_argument(
         "--species",
         type=int,

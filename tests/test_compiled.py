@@ -19,8 +19,9 @@ from molfold.calculator import MolfoldCalculator
 from molfold.cli import main
 from molfold.compiled.export import TOLERANCES, random_structure, run_export
 from molfold.compiled.package import load_package
-from molfold.compiled.potential import CompiledPotential
+from molfold.compiled.potential import CompiledPotential, centre_blocks
 from molfold.compiled.trace import check_traceable
+from molfold.data.neighbors import atoms_to_graph
 from molfold.errors import CheckpointError, ConfigError
 from molfold.models.checkpoint import save_model
 from molfold.models.registry import build_model
@@ -95,6 +96,25 @@ def test_package_outputs_transform_correctly_in_float64(package, transformation)
     compiled = load_package(package)
     assert compiled.dtype == torch.float64
     assert_symmetry(compiled, structures()["cell"], transformation, seed=4)
+
+
+def test_blocks_of_centres_give_the_whole_graph_result(package):
+    """Evaluated in blocks of whole centres (as large cells are), the package gives what one
+    call on every edge gives, float64."""
+    compiled = load_package(package)
+    atoms = random_structure([1, 6, 8], 4.0, seed=5) * (2, 1, 1)
+    graph = atoms_to_graph(atoms, compiled.r_max)
+    whole = compiled(graph, compute_stress=True)
+    compiled.max_edges_per_call = 37
+    blocks = centre_blocks(graph.edge_index[1], len(atoms), 37)
+    assert len(blocks) > 10 and max(len(b) for b in blocks) <= 37
+    # every edge once, each centre in one block only
+    assert sorted(torch.cat(blocks).tolist()) == list(range(graph.edge_index.shape[1]))
+    owners = [set(graph.edge_index[1, b].tolist()) for b in blocks]
+    assert sum(len(o) for o in owners) == len(set().union(*owners))
+    blocked = compiled(graph, compute_stress=True)
+    for key in whole:
+        torch.testing.assert_close(blocked[key], whole[key], rtol=1e-12, atol=1e-12)
 
 
 def test_calculator_uses_the_package(package):
