@@ -249,3 +249,15 @@ def test_weighted_channels_read_irrep_major_weights(float64):
         for u in range(mul):
             expected[:, block, u] = x[:, block] * weights[:, r * mul + u, None]
     torch.testing.assert_close(WeightedChannels(irreps, mul)(x, weights), expected)
+
+
+def test_allocator_settings_respect_the_users_choice(monkeypatch):
+    """Applied in-process on glibc, unless the user set glibc's own variables."""
+    from molfold.compiled import allocator
+
+    monkeypatch.setattr(allocator, "_applied", False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert allocator.keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert allocator.keep_freed_memory() is True  # this machine's libc is glibc

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
+from molfold.compiled.allocator import keep_freed_memory
 from molfold.data import graph as G
 from molfold.models.potential import (
     Potential,
@@ -30,6 +31,13 @@ from molfold.models.potential import (
     total_energies,
 )
 from molfold.models.species import SpeciesTypes
+
+CPU_BLOCK_EDGES = 40_000
+"""Edges per core call on CPU: the tutorial model's largest per-edge temporaries (about 800 bytes
+per edge in float32) then stay under glibc's 32 MiB ceiling for reusing freed memory
+(:mod:`molfold.compiled.allocator`), so the cost per atom does not grow with the cell."""
+GPU_BLOCK_EDGES = 1 << 21
+"""Edges per core call on a GPU, where large calls are what keep it busy."""
 
 Core = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -47,7 +55,10 @@ class CompiledPotential(nn.Module):
     backend : what compiled the core (``"inductor"``, ``"aotinductor"``), for messages
     fallback : an eager potential to use if the core fails on its first call (JIT compilation)
     max_edges_per_call : larger graphs go through the core in blocks of whole centres, so memory
-        stays that of this many edges (about 1 GiB for the tutorial model at 2^17, float32)
+        stays that of one block; default :data:`CPU_BLOCK_EDGES` on CPU, :data:`GPU_BLOCK_EDGES`
+        on a GPU
+
+    Creating one applies :func:`molfold.compiled.allocator.keep_freed_memory` to the process.
     """
 
     def __init__(
@@ -60,7 +71,7 @@ class CompiledPotential(nn.Module):
         dtype: torch.dtype,
         backend: str,
         fallback: Potential | None = None,
-        max_edges_per_call: int = 1 << 17,
+        max_edges_per_call: int | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -73,6 +84,7 @@ class CompiledPotential(nn.Module):
         self.fallback = fallback
         self.max_edges_per_call = max_edges_per_call
         self.checked = False
+        keep_freed_memory()
 
     @property
     def species(self) -> list[int]:
@@ -135,11 +147,14 @@ class CompiledPotential(nn.Module):
         """The core on all edges at once, or on blocks of whole centres (:func:`centre_blocks`)
         when there are more than ``max_edges_per_call``: exact for a strictly local model, whose
         per-atom energies depend only on their own edges, and memory stays that of one block."""
-        if vectors.shape[0] <= self.max_edges_per_call:
+        max_edges = self.max_edges_per_call or (
+            CPU_BLOCK_EDGES if vectors.device.type == "cpu" else GPU_BLOCK_EDGES
+        )
+        if vectors.shape[0] <= max_edges:
             return self.core(vectors, edge_index, atom_types)
         per_atom = vectors.new_zeros(atom_types.shape[0])
         gradient = torch.empty_like(vectors)
-        for edges in centre_blocks(edge_index[1], atom_types.shape[0], self.max_edges_per_call):
+        for edges in centre_blocks(edge_index[1], atom_types.shape[0], max_edges):
             block_energy, gradient[edges] = self.core(
                 vectors[edges], edge_index[:, edges], atom_types
             )
