@@ -308,13 +308,18 @@ def speed_case(system: str, dtype: str, args, env: dict) -> dict:
             rss_delta_ratio=best_mf["rss_delta_mib"] / best_ref["rss_delta_mib"]
             if best_ref["rss_delta_mib"] > 0
             else None,
+            reference_peak_mib=best_ref["rss_peak_mib"],
+            molfold_peak_mib=best_mf["rss_peak_mib"],
             reference_computes=best_ref["computes"],
             molfold_computes=best_mf["computes"],
         )
     row["variants"] = {
         name: None
         if r is None
-        else {k: r.get(k) for k in ("time_median_s", "rss_delta_mib", "compile_s", "atoms_per_s")}
+        else {
+            k: r.get(k)
+            for k in ("time_median_s", "rss_delta_mib", "rss_peak_mib", "compile_s", "atoms_per_s")
+        }
         for name, r in best.items()
     }
     row["runs"] = runs
@@ -512,7 +517,7 @@ def speed_rows(rows: list[dict], names: Sequence[str]) -> tuple[list[str], list[
     """Headers and rows of the speed table: s/call of every variant, each side's best, their
     ratio and the memory ratio of the two best."""
     headers = ["system", "dtype", "l_max", "atoms", "edges", *names]
-    headers += ["best reference", "best molfold", "speed-up", "memory mf/ref"]
+    headers += ["best reference", "best molfold", "speed-up", "rise mf/ref", "peak MiB mf/ref"]
     body = []
     for r in rows:
         if "error" in r:
@@ -528,6 +533,7 @@ def speed_rows(rows: list[dict], names: Sequence[str]) -> tuple[list[str], list[
                 r["molfold_best"].removeprefix("molfold "),
                 _fmt(r["speedup"], ".2f") + "x",
                 _fmt(r["rss_delta_ratio"], ".2f"),
+                f"{r['molfold_peak_mib']:.0f}/{r['reference_peak_mib']:.0f}",
             ]
         )
     return headers, body
@@ -585,8 +591,10 @@ def readme_markdown(result: dict) -> str:
             f"Energy + forces per call on one batch, random weights, identical hyperparameters "
             f"(allegro tutorial, l_max {s['l_max']}) and parameter count; best of "
             f"{s['process_runs']} processes' median over {s['repeats']} calls, seconds. "
-            "Speed-up = the reference's best variant / molfold's best variant; memory = their "
-            "peak-RSS rise during the calls, molfold / reference. Malloc `tuned`: "
+            "Speed-up = the reference's best variant / molfold's best variant; rise = their "
+            "peak-RSS rise during the calls (compiled variants reuse memory their compilation "
+            "left), peak = the whole process's peak RSS during the calls, molfold / reference. "
+            "Malloc `tuned`: "
             f"{ref.MALLOC_TUNED_ENV}. The reference also takes the strain derivative (virial) on "
             "every call; molfold computes the stress for the periodic systems only.",
             "",
@@ -661,8 +669,8 @@ def cmd_run(args) -> dict:
         print(
             f"molfold stress: {args.molfold_stress}); best of {args.process_runs} processes' "
             f"medians over {args.repeats} calls, {args.threads} threads, seconds per call; "
-            "speed-up = best reference / best molfold variant; memory = peak-RSS rise during the "
-            "calls of those two, molfold/ref.\n"
+            "speed-up = best reference / best molfold variant; rise = peak-RSS rise during the "
+            "calls of those two, peak = their whole process's peak RSS, molfold/ref.\n"
         )
         names = [variant_name(*v) for v in variants(args)]
         print(text_table(*speed_rows(result["speed"], names)))

@@ -125,7 +125,7 @@ def cmd_run(args) -> dict:
 
 
 def plot(rows: list[dict], path: Path, machine: str) -> None:
-    """Time and memory per atom against the number of atoms (log x)."""
+    """Time per atom, and peak memory, against the number of atoms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,8 +135,8 @@ def plot(rows: list[dict], path: Path, machine: str) -> None:
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     time_axis.plot(atoms, [r["us_per_atom"] for r in rows], "o-")
     time_axis.set(xscale="log", xlabel="atoms", ylabel="µs per atom per call", ylim=(0, None))
-    memory_axis.plot(atoms, [r["kb_per_atom"] for r in rows], "o-", color="C1")
-    memory_axis.set(xscale="log", xlabel="atoms", ylabel="peak kB per atom", ylim=(0, None))
+    memory_axis.plot(atoms, [r["peak_rss_rise_mib"] / 1024 for r in rows], "o-", color="C1")
+    memory_axis.set(xlabel="atoms", ylabel="peak memory rise, GiB", ylim=(0, None))
     figure.suptitle(f"molfold Allegro, fcc Cu, float32, energy + forces + stress ({machine})")
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

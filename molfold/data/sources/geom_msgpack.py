@@ -47,7 +47,7 @@ def _msgpack_records(path: Path) -> Iterator[tuple[str, dict]]:
         unpacker = msgpack.Unpacker(
             f, raw=False, strict_map_key=False, max_buffer_size=limit, use_list=True
         )
-        n_chunks = 0
+        n_chunks = n_molecules = 0
         try:
             for chunk in unpacker:
                 n_chunks += 1
@@ -59,6 +59,7 @@ def _msgpack_records(path: Path) -> Iterator[tuple[str, dict]]:
                 for smiles, record in chunk.items():
                     if not isinstance(smiles, str) or not isinstance(record, dict):
                         raise DataError(f"{path}: chunk {n_chunks} has a non-molecule entry")
+                    n_molecules += 1
                     yield smiles, record
             end = unpacker.tell()
         except DataError:
@@ -73,6 +74,8 @@ def _msgpack_records(path: Path) -> Iterator[tuple[str, dict]]:
             f"{path}: truncated or not msgpack: {n_chunks} complete chunks end at byte {end} "
             f"of {size}"
         )
+    if n_molecules == 0:
+        raise DataError(f"{path}: a msgpack stream of {n_chunks} empty chunk(s), no molecules")
 
 
 def _from_msgpack(record: dict, smiles: str, path: Path, all_conformers: bool) -> GeomMolecule:
