@@ -23,7 +23,7 @@ from molfold.models.potential import Potential
 
 TOLERANCES = {
     torch.float32: {"energy_per_atom": 1e-5, "forces": 1e-4},
-    torch.float64: {"energy_per_atom": 1e-10, "forces": 1e-9},
+    torch.float64: {"energy_per_atom": 1e-12, "forces": 1e-11},
 }
 """Largest differences between a compiled model and its eager original (eV/atom, eV/A) that
 :func:`run_export` and ``tests/test_compiled.py`` accept: the two sum the same terms in other

@@ -38,11 +38,15 @@ feature width, which keeps accidental specialisation visible."""
 class EdgeGradientCore(nn.Module):
     """``forward(vectors [E, 3] A, edge_index [2, E], atom_types [N]) -> (per_atom [N],
     gradient [E, 3])``: the model's per-atom outputs e_i before scale and shift, and
-    d(sum_i scale[s_i] e_i)/dr_e in eV/A, both in the model dtype."""
+    d(sum_i scale[s_i] e_i)/dr_e in eV/A, both in the model dtype.
 
-    def __init__(self, potential: Potential) -> None:
+    With ``differentiable`` both outputs keep their graph to the weights (training: the force
+    loss is differentiated through the gradient); otherwise the energies are detached."""
+
+    def __init__(self, potential: Potential, differentiable: bool = False) -> None:
         super().__init__()
         self.model = potential.model
+        self.differentiable = differentiable
         self.register_buffer("scales", potential.scales.to(potential.dtype))
 
     def forward(
@@ -53,8 +57,10 @@ class EdgeGradientCore(nn.Module):
         with torch.enable_grad():
             per_atom = self.model(data, atom_types)
             energy = (self.scales[atom_types] * per_atom).sum()
-            (gradient,) = torch.autograd.grad(energy, [vectors])
-        return per_atom.detach(), gradient
+            (gradient,) = torch.autograd.grad(
+                energy, [vectors], create_graph=self.differentiable
+            )
+        return (per_atom if self.differentiable else per_atom.detach()), gradient
 
 
 def check_traceable(potential: Potential) -> None:
@@ -91,17 +97,59 @@ def example_inputs(
 
 def trace_core(potential: Potential, device: torch.device | str = "cpu") -> torch.fx.GraphModule:
     """One ATen graph of :class:`EdgeGradientCore` for ``potential`` (which is left as it is),
-    with free numbers of atoms and edges, on ``device``."""
+    with free numbers of atoms and edges, on ``device``; the weights are constants of the graph."""
     check_traceable(potential)
     device = torch.device(device)
     core = EdgeGradientCore(unroll_products(copy.deepcopy(potential).to(device).eval()))
     for parameter in core.parameters():
         parameter.requires_grad_(False)
-    example = example_inputs(potential, device)
+    return _symbolic_trace(core, example_inputs(potential, device))
+
+
+def trace_trainable_core(
+    potential: Potential, device: torch.device | str = "cpu"
+) -> tuple[torch.fx.GraphModule, list[str]]:
+    """One ATen graph ``graph(weights, vectors, edge_index, atom_types) -> (per_atom,
+    gradient)`` of a differentiable :class:`EdgeGradientCore`, whose first input is the list of
+    the core's parameters and floating-point buffers by the names returned with it. The graph
+    holds the forward pass and the force backward pass as plain operations, so a compiler can
+    differentiate it once more (the weight gradient of a force loss)."""
+    check_traceable(potential)
+    device = torch.device(device)
+    core = EdgeGradientCore(
+        unroll_products(copy.deepcopy(potential).to(device)), differentiable=True
+    )
+    names = trainable_names(core)
+    state = {**dict(core.named_parameters()), **dict(core.named_buffers())}
+
+    def functional(
+        weights: list[torch.Tensor],
+        vectors: torch.Tensor,
+        edge_index: torch.Tensor,
+        atom_types: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.func.functional_call(
+            core, dict(zip(names, weights)), (vectors, edge_index, atom_types)
+        )
+
+    weights = [state[name].detach() for name in names]
+    example = (weights, *example_inputs(potential, device))
+    return _symbolic_trace(functional, example), names
+
+
+def trainable_names(core: nn.Module) -> list[str]:
+    """Names of ``core``'s parameters and floating-point buffers: the weights a trainable trace
+    takes as inputs (buffers too, so that swapping in averaged weights reaches the graph)."""
+    buffers = [name for name, b in core.named_buffers() if b.is_floating_point()]
+    return [name for name, _ in core.named_parameters()] + buffers
+
+
+def _symbolic_trace(function, example: tuple) -> torch.fx.GraphModule:
+    """``make_fx`` of ``function`` on ``example`` with symbolic sizes and duck shaping off."""
     config = torch.fx.experimental._config
     duck_shape = config.use_duck_shape
     config.use_duck_shape = False
     try:
-        return make_fx(core, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+        return make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
     finally:
         config.use_duck_shape = duck_shape

@@ -16,7 +16,7 @@ and adds what every machine-learned potential needs:
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +24,11 @@ from torch_geometric.data import Data
 
 from molfold.data import graph as G
 from molfold.models.species import SpeciesModel
+
+EdgeGradient = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+"""``(vectors [E, 3], edge_index [2, E], atom_types [N]) -> (per_atom [N], dE/dr_e [E, 3])``:
+a replacement for the model call and its autograd derivative (compiled training,
+:class:`molfold.compiled.training.CompiledEdgeGradient`)."""
 
 
 class Potential(SpeciesModel):
@@ -53,7 +58,11 @@ class Potential(SpeciesModel):
         )
 
     def forward(
-        self, data: Data, compute_forces: bool = True, compute_stress: bool = False
+        self,
+        data: Data,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        edge_gradient: EdgeGradient | None = None,
     ) -> dict[str, torch.Tensor]:
         """Outputs for a graph or batch of graphs.
 
@@ -65,6 +74,9 @@ class Potential(SpeciesModel):
         Forces and stress come from one derivative, dE/dr_e of the edge vectors
         (:func:`forces_and_stress`); without them the energies stay differentiable in ``pos``,
         ``cell`` and the edge shifts, for callers that take their own derivatives.
+
+        ``edge_gradient``, if given, computes the per-atom outputs and dE/dr_e in place of the
+        model and autograd (used only when forces or stress are asked for).
         """
         atom_types = self.atom_types(data[G.Z])
         data, num_graphs = graph_in_dtype(data, self.dtype)
@@ -74,6 +86,11 @@ class Potential(SpeciesModel):
             vectors = G.edge_vectors(data).detach().requires_grad_(True)
             data[G.EDGE_VECTORS] = vectors
 
+        if differentiate and edge_gradient is not None:
+            per_atom, gradient = edge_gradient(vectors.detach(), data[G.EDGE_INDEX], atom_types)
+            out = total_energies(per_atom, atom_types, self.scales, self.shifts, batch, num_graphs)
+            out.update(forces_and_stress(data, gradient, num_graphs, compute_stress))
+            return out
         per_atom = self.model(data, atom_types)
         out = total_energies(per_atom, atom_types, self.scales, self.shifts, batch, num_graphs)
         if differentiate:

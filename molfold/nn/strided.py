@@ -124,9 +124,8 @@ class ProductEntries(nn.Module):
         self.register_buffer("index2", torch.cat(index2), persistent=False)
         self.register_buffer("index_out", torch.cat(index_out), persistent=False)
         self.register_buffer("path_of_entry", torch.cat(path_of_entry), persistent=False)
-        self.register_buffer(
-            "cg_values", torch.cat(values).to(torch.get_default_dtype()), persistent=False
-        )
+        # float64, exact: a float64 model must not see coefficients rounded to float32
+        self.register_buffer("cg_values", torch.cat(values).double(), persistent=False)
         self.dim_out = dim_out
         self.unrolled = False
         self.entries = [
@@ -141,7 +140,7 @@ class ProductEntries(nn.Module):
     ) -> torch.Tensor:
         if self.unrolled:
             return self._unrolled(x1, x2, path_weights)
-        coefficients = self.cg_values.unsqueeze(1)  # [entries, 1]
+        coefficients = self.cg_values.to(x1.dtype).unsqueeze(1)  # [entries, 1]
         if path_weights is not None:
             coefficients = path_weights.index_select(1, self.path_of_entry).T * coefficients
         products = x1.index_select(1, self.index1) * x2.index_select(1, self.index2)

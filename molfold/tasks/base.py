@@ -121,6 +121,13 @@ class Task(L.LightningModule):
     def figures(self, predictions: dict[str, torch.Tensor], run_dir: Path) -> None:
         """Write test-set figures (parity plots) from the gathered :meth:`test_outputs`."""
 
+    def compile_model(self) -> None:
+        """Train through a compiled model (``compile=true``); only potentials can, for now."""
+        raise ConfigError(
+            f"compile=true compiles potentials for training (Allegro); task={self.name} "
+            "trains eagerly"
+        )
+
     # --- training ---------------------------------------------------------------------------
     def forward(self, batch) -> dict[str, torch.Tensor]:
         return self.model(batch)
@@ -129,9 +136,15 @@ class Task(L.LightningModule):
         loss, terms = self.loss(self(batch), batch)
         size = batch.num_graphs
         self.log("train/loss", loss, batch_size=size, prog_bar=True, on_epoch=True)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, batch_size=size)
+        if self._writes_step_logs():  # step values reach the logger only then; log() is slow
+            for name, value in terms.items():
+                self.log(f"train/{name}", value, batch_size=size)
         return loss
+
+    def _writes_step_logs(self) -> bool:
+        """Whether the logger records this step's values (every ``log_every_n_steps``)."""
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """Step, then update the EMA: callbacks' batch-end hooks (the step checkpoint) run before

@@ -115,9 +115,21 @@ class PotentialTask(StructureTask):
         method = (settings or PotentialSettings()).energy_shifts
         return fit_statistics(graphs, energy_shifts=method)
 
+    edge_gradient = None
+    """The compiled core of the model (:meth:`compile_model`), or None: eager."""
+
+    def compile_model(self) -> None:
+        """Train, validate and test through one compiled graph of the model's energies and
+        forces (:class:`~molfold.compiled.training.CompiledEdgeGradient`)."""
+        from molfold.compiled.training import CompiledEdgeGradient
+
+        self.edge_gradient = CompiledEdgeGradient(self.model)
+
     def forward(self, batch) -> dict[str, torch.Tensor]:
         stress = self.settings.stress_weight > 0 and G.STRESS in batch
-        return self.model(batch, compute_forces=True, compute_stress=stress)
+        return self.model(
+            batch, compute_forces=True, compute_stress=stress, edge_gradient=self.edge_gradient
+        )
 
     def _errors(self, outputs: dict, batch) -> dict[str, torch.Tensor]:
         errors = {}

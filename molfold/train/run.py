@@ -49,6 +49,7 @@ class RunConfig:
     dtype: str = "float32"
     checkpoint_every_n_steps: int | None = 200
     ema_decay: float | None = 0.99
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float64"):
@@ -227,6 +228,8 @@ def train(config: dict[str, Any]) -> dict[str, float]:
     hparams = resolve_statistics(hparams, statistics)
     model = build_model(entry.name, hparams, statistics, run.dtype, entry.kind)
     task = task_cls(model, settings, optim, run.ema_decay)
+    if run.compile:
+        task.compile_model()
     trainer = build_trainer(config, run, run_dir)
     items = task_cls.items
     last = run_dir / "checkpoints" / "last.ckpt"
