@@ -415,8 +415,11 @@ class ConformerModelTests(_ModelTests):
       only their distance matrices are compared (the coordinates are then free up to a rigid
       motion).
     * ``smiles``, ``larger_smiles``: the molecules of the permutation and padding tests;
-      ``smiles`` has no automorphism and its Laplacian no repeated eigenvalue (so a positional
-      encoding by eigenvectors is unique up to signs), ``larger_smiles`` has more atoms.
+      ``smiles`` has no automorphism, its Laplacian no repeated eigenvalue and no eigenvector
+      whose sum of cubed entries vanishes (so the positional encoding, eigenvectors signed by
+      that sum, is a function of the graph: no pair of atoms with the same neighbours, as two
+      H on one carbon or O and H of an aldehyde, which give sign-symmetric eigenvectors),
+      ``larger_smiles`` has more atoms.
     * ``loss(model, outputs, batch)``: the training loss (default: the conformer task's).
     * ``equivariant_part(model, batch)``: a :class:`CoordinateMap` of a part the model claims
       E(3)-equivariant, or None.
@@ -425,7 +428,7 @@ class ConformerModelTests(_ModelTests):
     kind = "conformer"
     coordinate_outputs: tuple[str, ...] = (G.POS,)
     deterministic = True
-    smiles = "O=CC(F)=CC(Cl)=CO"
+    smiles = "N#Cc1ccc(O)c(C#CC#N)c1"
     larger_smiles = "CC(=O)Nc1ccc(O)cc1"
 
     def loss(self, model, outputs: dict, batch) -> torch.Tensor:

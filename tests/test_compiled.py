@@ -79,7 +79,9 @@ def test_package_matches_the_eager_model_in_float64(package, float64_checkpoint,
     compiled = results(MolfoldCalculator(package), atoms)
     tolerance = TOLERANCES[torch.float64]
     assert abs(compiled["energy"] - eager["energy"]) <= tolerance["energy_per_atom"] * len(atoms)
-    np.testing.assert_allclose(compiled["forces"], eager["forces"], rtol=0, atol=tolerance["forces"])
+    np.testing.assert_allclose(
+        compiled["forces"], eager["forces"], rtol=0, atol=tolerance["forces"]
+    )
     if "stress" in eager:
         np.testing.assert_allclose(compiled["stress"], eager["stress"], rtol=0, atol=1e-12)
     # a real comparison, not of zeros (one atom among its own images feels no force, but stress)

@@ -36,7 +36,7 @@ from .model_tests import (
 TINY = dict(d_model=32, num_heads=4, d_ffn=64, num_encoder_layers=2, num_decoder_layers=2)
 # the normalised Laplacian of this molecule's graph (hydrogens included) has no repeated
 # eigenvalue, so its positional encoding is unique up to signs, which molfold fixes
-ASYMMETRIC = "O=CC(F)=CC(Cl)=CO"
+ASYMMETRIC = "N#Cc1ccc(O)c(C#CC#N)c1"
 
 
 # --- Lennard-Jones and rewiring -------------------------------------------------------------

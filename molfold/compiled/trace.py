@@ -57,9 +57,7 @@ class EdgeGradientCore(nn.Module):
         with torch.enable_grad():
             per_atom = self.model(data, atom_types)
             energy = (self.scales[atom_types] * per_atom).sum()
-            (gradient,) = torch.autograd.grad(
-                energy, [vectors], create_graph=self.differentiable
-            )
+            (gradient,) = torch.autograd.grad(energy, [vectors], create_graph=self.differentiable)
         return (per_atom if self.differentiable else per_atom.detach()), gradient
 
 
@@ -78,16 +76,19 @@ def check_traceable(potential: Potential) -> None:
 
 
 def example_inputs(
-    potential: Potential, device: torch.device
+    potential: Potential,
+    device: torch.device,
+    num_atoms: int = EXAMPLE_ATOMS,
+    num_edges: int = EXAMPLE_EDGES,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Edge vectors (random, inside r_max), edges and types of a small example to trace with."""
+    """Edge vectors (random, inside r_max), edges and types of an example to trace with."""
     generator = torch.Generator().manual_seed(0)
-    directions = torch.randn(EXAMPLE_EDGES, 3, generator=generator, dtype=torch.float64)
-    lengths = 0.5 + (potential.r_max - 1.0) * torch.rand(EXAMPLE_EDGES, 1, generator=generator)
+    directions = torch.randn(num_edges, 3, generator=generator, dtype=torch.float64)
+    lengths = 0.5 + (potential.r_max - 1.0) * torch.rand(num_edges, 1, generator=generator)
     vectors = directions / directions.norm(dim=1, keepdim=True) * lengths
-    centre = torch.arange(EXAMPLE_EDGES) % EXAMPLE_ATOMS
-    neighbour = (centre + 1 + torch.arange(EXAMPLE_EDGES) // EXAMPLE_ATOMS) % EXAMPLE_ATOMS
-    atom_types = torch.arange(EXAMPLE_ATOMS) % len(potential.species)
+    centre = torch.arange(num_edges) % num_atoms
+    neighbour = (centre + 1 + torch.arange(num_edges) // num_atoms) % num_atoms
+    atom_types = torch.arange(num_atoms) % len(potential.species)
     return (
         vectors.to(device=device, dtype=potential.dtype),
         torch.stack([neighbour, centre]).to(device),

@@ -23,9 +23,17 @@ import warnings
 
 import torch
 
-from molfold.compiled.trace import EdgeGradientCore, check_traceable, trainable_names
+from molfold.compiled.trace import (
+    EdgeGradientCore,
+    check_traceable,
+    example_inputs,
+    trainable_names,
+)
 from molfold.models.potential import Potential
 from molfold.nn import centre_sums  # noqa: F401 - registers the custom ops the graph calls
+
+WARM_UP_LARGE_EDGES = 4_200
+"""Edges of the larger warm-up graph: above Inductor's 4,096-element reduction chunk."""
 
 
 class CompiledEdgeGradient:
@@ -69,6 +77,20 @@ class CompiledEdgeGradient:
             return self.eager(vectors, edge_index, atom_types)
         finally:
             self.checked = True
+
+    def warm_up(self, device: torch.device) -> None:
+        """Compile now, on ``device``, for every size class a run will meet, so that no step
+        waits for the compiler: Inductor's CPU code sums float32 reductions over more than
+        4,096 elements with an extra-precision helper, so graphs of up to and of over 4,096
+        edges are two compilations. The weights' gradients are left as they were."""
+        grads = [p.grad for p in self.potential.parameters()]
+        for num_atoms, num_edges in ((7, 38), (160, WARM_UP_LARGE_EDGES)):
+            example = example_inputs(self.potential, device, num_atoms, num_edges)
+            with torch.enable_grad():
+                per_atom, gradient = self(*example)
+                (per_atom.sum() + gradient.square().sum()).backward()
+        for parameter, grad in zip(self.potential.parameters(), grads):
+            parameter.grad = grad
 
     def _compile(self, device: torch.device) -> None:
         from molfold.compiled.trace import trace_trainable_core

@@ -27,7 +27,10 @@ def laplacian_eigenvectors(adjacency: torch.Tensor, mask: torch.Tensor) -> torch
     reference (D + 1e-8 in the inverse square root). Each eigenvector's sign is chosen so that
     the sum of its cubed entries is positive: a permutation-invariant rule, so that reordering
     the atoms of a graph without repeated eigenvalues reorders its encoding exactly (the
-    reference keeps whatever sign the eigensolver returns).
+    reference keeps whatever sign the eigensolver returns). No rule on the graph alone can sign
+    an eigenvector whose entries are symmetric under negation, as (e_a - e_b)/sqrt(2) of two
+    atoms with the same neighbours (two H on one carbon, the O and H of an aldehyde): its sign
+    is the eigensolver's, and may differ between machines.
     """
     n = adjacency.shape[-1]
     a = adjacency.double() * (mask[:, :, None] & mask[:, None, :])

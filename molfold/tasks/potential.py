@@ -125,6 +125,14 @@ class PotentialTask(StructureTask):
 
         self.edge_gradient = CompiledEdgeGradient(self.model)
 
+    def on_fit_start(self) -> None:
+        """Compile before the first step (outside Lightning's ``max_time``, as nequip compiles
+        before its training starts)."""
+        if self.edge_gradient is not None:
+            if self.trainer.is_global_zero:
+                print("compiling the model for training (about a minute) ...", flush=True)
+            self.edge_gradient.warm_up(self.device)
+
     def forward(self, batch) -> dict[str, torch.Tensor]:
         stress = self.settings.stress_weight > 0 and G.STRESS in batch
         return self.model(
