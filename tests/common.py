@@ -76,3 +76,16 @@ def make_potential(species, seed=0, **hparams) -> Potential:
     kwargs = {**SMALL, "r_max": 4.0, "avg_num_neighbors": 10.0, **hparams}
     shifts = torch.linspace(-3.0, -1.0, len(species))
     return Potential(Allegro(len(species), **kwargs), species, scales=0.7, shifts=shifts)
+
+
+def tiny_equiformer_potential() -> Potential:
+    """A one-layer float64 Equiformer potential for O and Cu: a model that is not strictly
+    local (for the refusals of the compiled paths)."""
+    from molfold.models.registry import build_model
+
+    hparams = dict(
+        r_max=3.0, num_layers=1, num_heads=2, num_basis=8, radial_hidden=[8, 8],
+        readout_irreps="16x0e", avg_num_nodes=40.0, avg_num_neighbors=12.0,
+        irreps_node="8x0e+4x1e", irreps_head="4x0e+2x1e", irreps_ffn="16x0e+8x1e",
+    )  # fmt: skip
+    return build_model("equiformer", hparams, {"species": [8, 29]}, "float64", "potential")

@@ -29,7 +29,7 @@ from molfold.nn.path_mixing import PathwiseTensorProduct
 from molfold.nn.strided import ChannelwiseTensorProduct, WeightedChannels, unroll_products
 from molfold.shipped import shipped_data
 
-from .common import SMALL, nve_energy_error
+from .common import SMALL, nve_energy_error, tiny_equiformer_potential
 from .equivariance import TRANSFORMATIONS, assert_symmetry
 
 
@@ -210,12 +210,7 @@ def test_compiler_failure_falls_back_to_eager_with_one_warning(float64_checkpoin
 
 
 def test_only_strictly_local_potentials_compile():
-    hparams = dict(
-        r_max=3.0, num_layers=1, num_heads=2, num_basis=8, radial_hidden=[8, 8],
-        readout_irreps="16x0e", avg_num_nodes=40.0, avg_num_neighbors=12.0,
-        irreps_node="8x0e+4x1e", irreps_head="4x0e+2x1e", irreps_ffn="16x0e+8x1e",
-    )  # fmt: skip
-    equiformer = build_model("equiformer", hparams, {"species": [8, 29]}, "float64", "potential")
+    equiformer = tiny_equiformer_potential()
     with pytest.raises(ConfigError, match="Equiformer.* cannot be compiled yet.*eager"):
         check_traceable(equiformer)
 

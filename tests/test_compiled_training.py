@@ -19,11 +19,10 @@ from molfold.compiled.export import random_structure
 from molfold.compiled.training import CompiledEdgeGradient
 from molfold.data.neighbors import atoms_to_graph
 from molfold.errors import ConfigError
-from molfold.models.registry import build_model
 from molfold.tasks.potential import PotentialSettings, PotentialTask
 from molfold.tasks.property import PropertySettings, PropertyTask
 
-from .common import TINY, make_potential
+from .common import TINY, make_potential, tiny_equiformer_potential
 
 
 def training_batch() -> Batch:
@@ -115,12 +114,7 @@ def test_compiler_failure_trains_eagerly_after_one_warning(monkeypatch):
 
 
 def test_only_potentials_of_strictly_local_models_compile_for_training():
-    hparams = dict(
-        r_max=3.0, num_layers=1, num_heads=2, num_basis=8, radial_hidden=[8, 8],
-        readout_irreps="16x0e", avg_num_nodes=40.0, avg_num_neighbors=12.0,
-        irreps_node="8x0e+4x1e", irreps_head="4x0e+2x1e", irreps_ffn="16x0e+8x1e",
-    )  # fmt: skip
-    equiformer = build_model("equiformer", hparams, {"species": [8, 29]}, "float64", "potential")
+    equiformer = tiny_equiformer_potential()
     with pytest.raises(ConfigError, match="Equiformer.* cannot be compiled yet"):
         PotentialTask(equiformer, PotentialSettings()).compile_model()
     with pytest.raises(ConfigError, match="compile=true compiles potentials.*task=property"):

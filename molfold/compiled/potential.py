@@ -129,12 +129,8 @@ class CompiledPotential(nn.Module):
         except Exception as error:  # noqa: BLE001 - any compiler failure means: fall back
             if self.fallback is None or self.checked:
                 raise
-            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            warnings.warn(
-                f"molfold: the {self.backend}-compiled model is not available here "
-                f"({type(error).__name__}: {reason}); using the eager model",
-                RuntimeWarning,
-                stacklevel=3,
+            warn_falling_back(
+                f"the {self.backend}-compiled model", "using the eager model", error, stacklevel=4
             )
             self.core, self.checked = None, True
             return None, None
@@ -160,6 +156,18 @@ class CompiledPotential(nn.Module):
             )
             per_atom += block_energy  # zero outside the block's centres
         return per_atom, gradient
+
+
+def warn_falling_back(what: str, instead: str, error: Exception, stacklevel: int) -> None:
+    """The one RuntimeWarning of a compiled path that failed: ``molfold: <what> is not
+    available here (<error type>: <its first line>); <instead>``."""
+    text = str(error).strip()
+    reason = text.splitlines()[0][:300] if text else ""
+    warnings.warn(
+        f"molfold: {what} is not available here ({type(error).__name__}: {reason}); {instead}",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def centre_blocks(centre: torch.Tensor, num_atoms: int, max_edges: int) -> list[torch.Tensor]:

@@ -19,10 +19,9 @@ tests it on CPU against eager gradients.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from molfold.compiled.potential import warn_falling_back
 from molfold.compiled.trace import (
     EdgeGradientCore,
     check_traceable,
@@ -105,11 +104,5 @@ class CompiledEdgeGradient:
         self.compiled = torch.compile(graph, dynamic=True, fullgraph=True)
 
     def _fall_back(self, error: Exception) -> None:
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        warnings.warn(
-            f"molfold: compiled training is not available here ({type(error).__name__}: "
-            f"{reason}); training the eager model",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        warn_falling_back("compiled training", "training the eager model", error, stacklevel=5)
         self.compiled, self.checked = None, True
