@@ -44,7 +44,7 @@ def test_every_model_registers_its_kind():
 def test_checkpoint_records_versions_and_rebuilds_the_model(saved, ethanol):
     model, path = saved
     payload = read_checkpoint(path)
-    assert payload["format_version"] == FORMAT_VERSION == 3
+    assert payload["format_version"] == FORMAT_VERSION == 4
     assert payload["molfold_version"] == __version__
     assert (payload["name"], payload["kind"], payload["dtype"]) == (
         "allegro",
@@ -81,15 +81,40 @@ def test_incomplete_checkpoint_gets_a_clear_error(saved, tmp_path, key):
         load_model(broken)
 
 
+def path_weights_channel_major(state_dict: dict) -> dict:
+    """``state_dict`` with Allegro's tensor-product path weights in the [channels, paths] layout
+    of checkpoint formats < 4 (and of the reference code)."""
+    return {
+        key: value.t().contiguous() if key.endswith("tensor_product.weight") else value
+        for key, value in state_dict.items()
+    }
+
+
+def test_format_3_checkpoint_gets_its_path_weights_transposed(saved, tmp_path, ethanol):
+    model, path = saved
+    payload = torch.load(path, weights_only=True)
+    state = payload["molfold"]["state_dict"]
+    assert any(state[k].shape[0] != state[k].shape[1] for k in state if "tensor_product" in k)
+    payload["molfold"]["state_dict"] = path_weights_channel_major(state)
+    payload["molfold"]["format_version"] = 3
+    old = tmp_path / "format3.pt"
+    torch.save(payload, old)
+    ethanol.calc = MolfoldCalculator(model, compile=False)
+    expected = ethanol.get_forces()
+    ethanol.calc = MolfoldCalculator(old, compile=False)
+    assert abs(ethanol.get_forces() - expected).max() == 0.0
+
+
 def test_format_1_potential_checkpoint_still_loads(saved, tmp_path, ethanol):
     """A checkpoint as molfold wrote it before the one-stack rewrite (no format_version)."""
     model, _ = saved
     old = tmp_path / "old.pt"
+    old_state = path_weights_channel_major(model.state_dict())
     payload = {
         "model": "allegro",
         "hparams": SMALL,
         "species": [1, 6, 8],
-        "state_dict": model.state_dict(),
+        "state_dict": old_state,
         "dtype": "float64",
         "version": "0.1.0",
         "statistics": {"avg_num_neighbors": 5.0},
@@ -99,7 +124,7 @@ def test_format_1_potential_checkpoint_still_loads(saved, tmp_path, ethanol):
     assert loaded.model_info["kind"] == "potential" and loaded.species == [1, 6, 8]
     # format < 3 stored Allegro's channel weights channel-major: the same weights, reordered
     upgraded = copy.deepcopy(model)
-    upgraded.load_state_dict(model.model.upgrade_state_dict(model.state_dict(), "model.", 1))
+    upgraded.load_state_dict(model.model.upgrade_state_dict(old_state, "model.", 1))
     ethanol.calc = MolfoldCalculator(upgraded, compile=False)
     expected = ethanol.get_potential_energy()
     ethanol.calc = MolfoldCalculator(loaded, compile=False)

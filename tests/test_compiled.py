@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk, molecule
 from e3nn import o3
 
@@ -114,6 +115,31 @@ def test_blocks_of_centres_give_the_whole_graph_result(package):
     assert sorted(torch.cat(blocks).tolist()) == list(range(graph.edge_index.shape[1]))
     owners = [set(graph.edge_index[1, b].tolist()) for b in blocks]
     assert sum(len(o) for o in owners) == len(set().union(*owners))
+    calls = []
+    core = compiled.core
+
+    def counting_core(vectors, edge_index, atom_types):
+        calls.append((atom_types.shape[0], set(edge_index[1].tolist())))
+        return core(vectors, edge_index, atom_types)
+
+    compiled.core = counting_core
+    blocked = compiled(graph, compute_stress=True)
+    for key in whole:
+        torch.testing.assert_close(blocked[key], whole[key], rtol=1e-12, atol=1e-12)
+    # each call sees only its block's atoms, numbered from 0
+    assert len(calls) == len(blocks)
+    assert all(len(centres) < atoms_seen < len(atoms) for atoms_seen, centres in calls)
+
+
+def test_a_block_of_one_atom_and_its_images(package):
+    """One atom in a small periodic cell: every edge joins the atom to its own images, the
+    block holds one atom (the core then gets an idle second one)."""
+    compiled = load_package(package)
+    atoms = Atoms("O", cell=np.eye(3) * 2.6, pbc=True)
+    graph = atoms_to_graph(atoms, compiled.r_max)
+    whole = compiled(graph, compute_stress=True)
+    compiled.max_edges_per_call = 10
+    assert graph.edge_index.shape[1] > 10
     blocked = compiled(graph, compute_stress=True)
     for key in whole:
         torch.testing.assert_close(blocked[key], whole[key], rtol=1e-12, atol=1e-12)
@@ -198,7 +224,8 @@ def test_compiler_failure_falls_back_to_eager_with_one_warning(float64_checkpoin
     potential = eager_calc.potential
     compiled = CompiledPotential(
         broken_core, potential.species, potential.scales, potential.shifts, potential.r_max,
-        potential.dtype, backend="inductor", fallback=copy.deepcopy(potential),
+        potential.dtype, potential.model.widest_edge_row, backend="inductor",
+        fallback=copy.deepcopy(potential),
     )  # fmt: skip
     atoms = structures()["ethanol"]
     with pytest.warns(RuntimeWarning, match="not available here.*no C\\+\\+ compiler.*eager"):

@@ -11,7 +11,7 @@ which the environment variables ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THR
 give. The process then keeps up to its peak memory instead of returning it between calls.
 Allocations above 32 MiB are always mapped afresh, which is why compiled potentials evaluate large
 graphs in blocks whose temporaries stay below it (:data:`molfold.compiled.potential
-.CPU_BLOCK_EDGES`).
+.CPU_BLOCK_BYTES`).
 
 A no-op where the C library is not glibc, and where the user set either variable.
 """

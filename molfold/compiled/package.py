@@ -63,6 +63,7 @@ def export_potential(
         "scales": json.dumps(potential.scales.tolist()),
         "shifts": json.dumps(potential.shifts.tolist()),
         "r_max": repr(potential.r_max),
+        "widest_edge_row": str(potential.model.widest_edge_row),
         "source": str(source),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -115,5 +116,6 @@ def load_package(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         torch.tensor(json.loads(metadata["shifts"]), dtype=torch.float64),
         float(metadata["r_max"]),
         getattr(torch, metadata["dtype"]),
+        int(metadata["widest_edge_row"]),
         backend="aotinductor",
     ).to(device)

@@ -104,7 +104,8 @@ def trace_core(potential: Potential, device: torch.device | str = "cpu") -> torc
     core = EdgeGradientCore(unroll_products(copy.deepcopy(potential).to(device).eval()))
     for parameter in core.parameters():
         parameter.requires_grad_(False)
-    return _symbolic_trace(core, example_inputs(potential, device))
+    gather = {torch.ops.molfold.gather_centres.default: lambda v, c: v.index_select(0, c)}
+    return _symbolic_trace(core, example_inputs(potential, device), gather)
 
 
 def trace_trainable_core(
@@ -145,12 +146,17 @@ def trainable_names(core: nn.Module) -> list[str]:
     return [name for name, _ in core.named_parameters()] + buffers
 
 
-def _symbolic_trace(function, example: tuple) -> torch.fx.GraphModule:
+def _symbolic_trace(function, example: tuple, decompositions=None) -> torch.fx.GraphModule:
     """``make_fx`` of ``function`` on ``example`` with symbolic sizes and duck shaping off."""
     config = torch.fx.experimental._config
     duck_shape = config.use_duck_shape
     config.use_duck_shape = False
     try:
-        return make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+        return make_fx(
+            function,
+            decomposition_table=decompositions,
+            tracing_mode="symbolic",
+            _allow_non_fake_inputs=True,
+        )(*example)
     finally:
         config.use_duck_shape = duck_shape

@@ -61,7 +61,7 @@ from molfold.models.allegro_layers import AllegroLayer, LayerShape, ResnetAllegr
 from molfold.models.registry import register
 from molfold.nn.centre_sums import sum_over_centres
 from molfold.nn.latent_mixing import LatentMixing
-from molfold.nn.mlp import ScalarMLP
+from molfold.nn.mlp import ScalarMLP, ScaledLinear
 from molfold.nn.strided import WeightedChannels, channel_major_to_irrep_major
 from molfold.nn.two_body import TwoBodyEmbedding
 
@@ -173,6 +173,7 @@ class Allegro(nn.Module):
             raise ValueError(f"avg_num_neighbors must be positive, got {avg_num_neighbors}")
         self.r_max = float(r_max)
         self.num_layers = num_layers
+        self.num_tensor_features = num_tensor_features
         self.num_scalar_features = num_scalar_features
         self.latent_update = latent_update
         self.edge_energy_factor = 1.0 / math.sqrt(2.0 * avg_num_neighbors)
@@ -242,15 +243,37 @@ class Allegro(nn.Module):
         self.edge_readout = ScalarMLP(readout_in, 1, readout_mlp_hidden, activation)
         # the channel weights' maps were drawn in the channel-major order of checkpoint formats
         # < 3: reorder them, so that a seed gives the same initial model as it did then
-        self.load_state_dict(self.upgrade_state_dict(self.state_dict(), "", 2))
+        self.load_state_dict(self._channel_weights_irrep_major(self.state_dict(), ""))
+
+    @property
+    def widest_edge_row(self) -> int:
+        """Values per edge of the widest per-edge tensor of a call: a tensor-track feature
+        [irreps.dim, channels], or the input or output of an MLP layer. Compiled potentials size
+        their blocks of edges by it (:func:`molfold.compiled.potential.block_edges`)."""
+        tensor_track = max(irreps.dim for irreps in self.track_irreps) * self.num_tensor_features
+        linears = [m.weight.shape for m in self.modules() if isinstance(m, ScaledLinear)]
+        return max(tensor_track, *(max(shape) for shape in linears))
 
     def upgrade_state_dict(self, state_dict: dict, prefix: str, format_version: int) -> dict:
-        """A state dict of checkpoint format < 3 in the current layout: the columns of every
-        linear map that gives channel weights (tensor embedding, environment weights) go from
-        channel-major to irrep-major (:func:`~molfold.nn.strided.channel_major_to_irrep_major`).
+        """A state dict of checkpoint format < 4 in the current layout.
+
+        Format 3 made the channel weights irrep-major (:meth:`_channel_weights_irrep_major`);
+        format 4 stores the tensor products' path weights path-major, [paths, channels], the
+        transpose of the reference's and of earlier formats' [channels, paths].
         """
-        if format_version >= 3:
-            return state_dict
+        upgraded = dict(state_dict)
+        if format_version < 3:
+            upgraded = self._channel_weights_irrep_major(upgraded, prefix)
+        if format_version < 4 and self.latent_mixing is None:  # resnet products have no weights
+            for index in range(self.num_layers):
+                key = f"{prefix}layers.{index}.tensor_product.weight"
+                upgraded[key] = upgraded[key].t().contiguous()
+        return upgraded
+
+    def _channel_weights_irrep_major(self, state_dict: dict, prefix: str) -> dict:
+        """``state_dict`` with the columns of every linear map that gives channel weights (tensor
+        embedding, environment weights) reordered from channel-major to irrep-major
+        (:func:`~molfold.nn.strided.channel_major_to_irrep_major`)."""
         mul, num_irreps = self.sh_weighter.multiplicity, self.sh_weighter.num_irreps
         all_columns = slice(None)
         after_scalars = slice(self.num_scalar_features, None)

@@ -29,6 +29,7 @@ hyperparameters changed since converts them in its ``upgrade_hparams(hparams, fo
 Format 3 changed the layout of some weights (Allegro's channel weights became irrep-major); a
 network whose weights changed converts an older state dict in its
 ``upgrade_state_dict(state_dict, prefix, format_version)``, called by :func:`load_model`.
+Format 4 stored Allegro's tensor-product path weights path-major ([paths, channels]).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from molfold.errors import CheckpointError, ConfigError, MissingFileError
 from molfold.io import atomic_write
 from molfold.models.registry import build_model, model_entry
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 REQUIRED_KEYS = ("name", "kind", "hparams", "dtype", "state_dict")
 
 

@@ -111,7 +111,7 @@ class ProductEntries(nn.Module):
     ``path_of_entry[n]`` in each channel), and adds the product into output component
     ``index_out[n]``. The lists hold one tensor per path, as :func:`sparse_paths` gives them.
 
-    ``forward(x1, x2, path_weights [mul or 1, paths] or None) -> [E, dim_out, mul]``. With
+    ``forward(x1, x2, path_weights [paths, mul or 1] or None) -> [E, dim_out, mul]``. With
     ``unrolled`` (see :func:`unroll_products`) the same sum is written entry by entry.
     """
 
@@ -142,7 +142,7 @@ class ProductEntries(nn.Module):
             return self._unrolled(x1, x2, path_weights)
         coefficients = self.cg_values.to(x1.dtype).unsqueeze(1)  # [entries, 1]
         if path_weights is not None:
-            coefficients = path_weights.index_select(1, self.path_of_entry).T * coefficients
+            coefficients = path_weights.index_select(0, self.path_of_entry) * coefficients
         products = x1.index_select(1, self.index1) * x2.index_select(1, self.index2)
         products = products * coefficients
         out = products.new_zeros(products.shape[0], self.dim_out, products.shape[2])
@@ -151,10 +151,18 @@ class ProductEntries(nn.Module):
     def _unrolled(
         self, x1: torch.Tensor, x2: torch.Tensor, path_weights: torch.Tensor | None
     ) -> torch.Tensor:
-        rows: list[torch.Tensor | None] = [None] * self.dim_out
+        # unbind, not x[:, i]: the backward of unbind stacks one gradient per row, whereas the
+        # selects' backwards would be summed over every row, each a masked pass over all rows
+        rows1, rows2 = x1.unbind(1), x2.unbind(1)
+        path_sums: dict[tuple[int, int], torch.Tensor] = {}  # (path, output row) -> its sum
         for i, j, k, value, path in self.entries:
-            coefficient = value if path_weights is None else path_weights[:, path] * value
-            term = x1[:, i] * x2[:, j] * coefficient
+            term = rows1[i] * rows2[j] * value
+            path_sums[path, k] = term + path_sums[path, k] if (path, k) in path_sums else term
+        # each path's weights multiply its sum once, not every entry
+        weights = None if path_weights is None else path_weights.unbind(0)
+        rows: list[torch.Tensor | None] = [None] * self.dim_out
+        for (path, k), path_sum in path_sums.items():
+            term = path_sum if weights is None else path_sum * weights[path]
             rows[k] = term if rows[k] is None else rows[k] + term
         return torch.stack(rows, dim=1)
 
@@ -177,7 +185,8 @@ class ChannelwiseTensorProduct(nn.Module):
     Every pair (l1, l2) of input irreps and every output irrep l_out with l_out in l1 x l2 (and
     matching parity) is a path; its Wigner 3j coefficients are scaled by sqrt(2 l_out + 1)
     ("component" normalisation) and by a learned weight, per channel when
-    ``path_channel_coupling`` is True, else shared by all channels.
+    ``path_channel_coupling`` is True, else shared by all channels: ``weight`` [paths, mul or 1],
+    path-major (the reference and molfold checkpoints before format 4 store its transpose).
 
     Only the non-zero Clebsch-Gordan entries are evaluated (:class:`ProductEntries`): for each
     entry n the product x1[:, i_n] * x2[:, j_n] is formed, weighted, and summed into output
@@ -193,7 +202,7 @@ class ChannelwiseTensorProduct(nn.Module):
     --------
     >>> tp = ChannelwiseTensorProduct("0e+1o", "0e+1o", "0e", multiplicity=4)
     >>> tp.num_paths, tp.weight.shape
-    (2, torch.Size([4, 2]))
+    (2, torch.Size([2, 4]))
     """
 
     def __init__(
@@ -223,8 +232,11 @@ class ChannelwiseTensorProduct(nn.Module):
         self.num_paths = len(values)
         self.entries = ProductEntries(index1, index2, index_out, values, self.irreps_out.dim)
 
+        # drawn [channels, paths] as in checkpoint formats < 4 (same values for a seed), stored
+        # path-major [paths, channels]: each path's channel weights are one contiguous row
         shape = (multiplicity, self.num_paths) if path_channel_coupling else (1, self.num_paths)
-        self.weight = nn.Parameter(torch.empty(shape).uniform_(-math.sqrt(3.0), math.sqrt(3.0)))
+        weight = torch.empty(shape).uniform_(-math.sqrt(3.0), math.sqrt(3.0))
+        self.weight = nn.Parameter(weight.t().contiguous())
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return self.entries(x1, x2, self.weight)
