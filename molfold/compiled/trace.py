@@ -27,6 +27,7 @@ from torch_geometric.data import Data
 from molfold.data import graph as G
 from molfold.errors import ConfigError
 from molfold.models.potential import Potential
+from molfold.nn.centre_sums import INFERENCE_DECOMPOSITIONS
 from molfold.nn.strided import unroll_products
 
 EXAMPLE_ATOMS = 7
@@ -98,14 +99,15 @@ def example_inputs(
 
 def trace_core(potential: Potential, device: torch.device | str = "cpu") -> torch.fx.GraphModule:
     """One ATen graph of :class:`EdgeGradientCore` for ``potential`` (which is left as it is),
-    with free numbers of atoms and edges, on ``device``; the weights are constants of the graph."""
+    with free numbers of atoms and edges, on ``device``; the weights are constants of the graph,
+    and the gathers of centre values are plain ``index_select`` calls that the compiler fuses
+    (:data:`~molfold.nn.centre_sums.INFERENCE_DECOMPOSITIONS`)."""
     check_traceable(potential)
     device = torch.device(device)
     core = EdgeGradientCore(unroll_products(copy.deepcopy(potential).to(device).eval()))
     for parameter in core.parameters():
         parameter.requires_grad_(False)
-    gather = {torch.ops.molfold.gather_centres.default: lambda v, c: v.index_select(0, c)}
-    return _symbolic_trace(core, example_inputs(potential, device), gather)
+    return _symbolic_trace(core, example_inputs(potential, device), INFERENCE_DECOMPOSITIONS)
 
 
 def trace_trainable_core(
@@ -146,8 +148,11 @@ def trainable_names(core: nn.Module) -> list[str]:
     return [name for name, _ in core.named_parameters()] + buffers
 
 
-def _symbolic_trace(function, example: tuple, decompositions=None) -> torch.fx.GraphModule:
-    """``make_fx`` of ``function`` on ``example`` with symbolic sizes and duck shaping off."""
+def _symbolic_trace(
+    function, example: tuple, decompositions: dict | None = None
+) -> torch.fx.GraphModule:
+    """``make_fx`` of ``function`` on ``example`` with symbolic sizes and duck shaping off,
+    operators in ``decompositions`` traced as what it maps them to."""
     config = torch.fx.experimental._config
     duck_shape = config.use_duck_shape
     config.use_duck_shape = False

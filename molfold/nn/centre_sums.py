@@ -8,9 +8,13 @@ training).
 They are registered as torch custom operators (``molfold::sum_over_centres``,
 ``molfold::gather_centres``) rather than written as ``index_add_`` / ``index_select``: a traced
 graph (:mod:`molfold.compiled`) then keeps them as single calls into ATen's scatter and gather
-kernels. Left to itself, Inductor's CPU code generator fuses a scatter into its neighbours as an
-atomic add per element, which made the compiled Allegro 2-6x slower than eager on the Cu
-benchmark cell. In eager mode they cost the same as the ATen calls they wrap.
+kernels, and differentiating a traced graph again (compiled training) gives the other operator,
+not ``index_add_``. Left to itself, Inductor's CPU code generator fuses a scatter into its
+neighbours as an atomic add per element, which made the compiled Allegro 2-6x slower than eager
+on the Cu benchmark cell. A gather, on the other hand, fuses well (each edge reads its centre's
+row): inference graphs, which are not differentiated again, trace ``gather_centres`` as a plain
+``index_select`` (:data:`INFERENCE_DECOMPOSITIONS`). In eager mode both cost the same as the ATen
+calls they wrap.
 """
 
 from __future__ import annotations
@@ -60,3 +64,11 @@ def _gather_backward(ctx, grad: torch.Tensor):
 
 sum_over_centres.register_autograd(_sum_backward, setup_context=_keep_centre)
 gather_centres.register_autograd(_gather_backward, setup_context=_keep_centre_and_atoms)
+
+
+INFERENCE_DECOMPOSITIONS = {
+    torch.ops.molfold.gather_centres.default: lambda values, centre: values.index_select(0, centre)
+}
+"""For ``make_fx`` of a graph that will not be differentiated again: the gather as an
+``index_select``, which the compiler fuses into the kernels that read it (its derivative in that
+graph is already traced, as ``sum_over_centres``)."""
