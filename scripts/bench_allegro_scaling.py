@@ -6,7 +6,8 @@ eager model), energy + forces + stress per call. Each cell size runs in a fresh 
 peak memory is that size's own. Per call: the neighbour list (vesin, through ``atoms_to_graph``,
 as the calculator builds it) and the model call are timed separately; peak RSS is the process's
 high-water mark over both, above its RSS before the cell was built. Prints a table (per atom:
-microseconds and kilobytes), writes JSON and a plot::
+microseconds and kilobytes) and the same as two mermaid charts for the README, writes JSON and a
+plot::
 
     .venv/bin/python scripts/bench_allegro_scaling.py --out runs/bench_scaling.json \\
         --plot runs/bench_scaling.png
@@ -115,6 +116,8 @@ def cmd_run(args) -> dict:
     title = "Cu fcc, energy + forces + stress per call (with the neighbour list), float32"
     print(f"\n{title}, {args.mode}, {args.threads} threads; x: per atom, over the smallest\n")
     print(text_table(headers, body))
+    if good:
+        print(f"\n--- charts for the README ---\n\n{mermaid_charts(good)}\n")
     if args.plot and good:
         plot(good, args.plot, result["machine"]["cpu_model"])
         print(f"wrote {args.plot}")
@@ -122,6 +125,27 @@ def cmd_run(args) -> dict:
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
     return result
+
+
+def mermaid_charts(rows: list[dict]) -> str:
+    """Two mermaid ``xychart-beta`` blocks for the README: µs per atom and peak memory rise
+    (GiB), each against the number of atoms."""
+    labels = ", ".join(f'"{r["n_atoms"]:,}"' for r in rows)
+    charts = []
+    for title, axis, values in (
+        ("Time per atom per call (neighbour list + model)", "µs per atom",
+         [r["us_per_atom"] for r in rows]),
+        ("Peak memory rise", "GiB", [r["peak_rss_rise_mib"] / 1024 for r in rows]),
+    ):  # fmt: skip
+        top = max(values) * 1.25
+        charts.append(
+            "```mermaid\nxychart-beta\n"
+            f'    title "{title}"\n'
+            f'    x-axis "atoms" [{labels}]\n'
+            f'    y-axis "{axis}" 0 --> {top:.3g}\n'
+            f"    line [{', '.join(f'{v:.3g}' for v in values)}]\n```"
+        )
+    return "\n\n".join(charts)
 
 
 def plot(rows: list[dict], path: Path, machine: str) -> None:

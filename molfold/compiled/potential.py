@@ -49,8 +49,7 @@ def block_edges(widest_edge_row: int, dtype: torch.dtype, device_type: str) -> i
     values of ``dtype`` (see :data:`CPU_BLOCK_BYTES`, :data:`GPU_BLOCK_EDGES`)."""
     if device_type != "cpu":
         return GPU_BLOCK_EDGES
-    row_bytes = widest_edge_row * torch.empty((), dtype=dtype).element_size()
-    return max(256, CPU_BLOCK_BYTES // row_bytes)
+    return max(256, CPU_BLOCK_BYTES // (widest_edge_row * dtype.itemsize))
 
 
 Core = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
