@@ -17,6 +17,7 @@ from molfold.conformers.metrics import (
     kabsch_rmsd,
     metrics_from_sums,
 )
+from molfold.conformers.stereo import stereo_mismatches
 from molfold.data.molgraph import graph_to_mol, mol_to_graph
 
 
@@ -149,3 +150,21 @@ def test_c_rmsd_mirror_is_the_best_of_both_images(seed, reflect):
     assert values["c_rmsd_mirror"] == pytest.approx(expected, rel=1e-6)
     if reflect:  # noise of 0.3 A leaves the mirror image the better fit
         assert values["c_rmsd_mirror"] < values["c_rmsd"]
+
+
+def test_stereo_mismatches_name_each_wrong_centre_and_double_bond():
+    """A conformer of the molecule itself has all its stereo; its mirror image inverts the
+    centre but keeps the E double bond; the coordinates of the Z isomer have the right centre
+    and the wrong double bond."""
+    mol = _embedded("C[C@H](O)/C=C/Cl", seed=1)
+    assert stereo_mismatches(mol) == []
+    mirror = Chem.Mol(mol)
+    positions = mirror.GetConformer().GetPositions() * np.array([1.0, 1.0, -1.0])
+    for i, p in enumerate(positions):
+        mirror.GetConformer().SetAtomPosition(i, p.tolist())
+    assert stereo_mismatches(mirror) == ["atom 1: S specified, R in 3D"]
+    wrong_bond = Chem.Mol(mol)
+    wrong_bond.RemoveAllConformers()
+    wrong_bond.AddConformer(_embedded("C[C@H](O)/C=C\\Cl", seed=1).GetConformer(), assignId=True)
+    assert stereo_mismatches(wrong_bond) == ["bond 3 (atoms 3-4): E specified, Z in 3D"]
+    assert stereo_mismatches(_embedded("CC(O)C=CCl", seed=1)) == []  # nothing specified
