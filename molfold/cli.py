@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_export(config)
         elif command == "predict":
-            from molfold.conformers.predict import predict_to_sdf
+            from molfold.conformers.command import predict_to_sdf
 
             return 1 if predict_to_sdf(config) else 0
         else:

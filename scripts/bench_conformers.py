@@ -1,6 +1,6 @@
-"""Benchmark: ground-state conformer prediction, RDKit ETKDGv3 against molfold's ReBind.
+"""Benchmark: ground-state conformer prediction, RDKit ETKDGv3 against molfold predict.
 
-Datasets (``--datasets``, both by default):
+Datasets (``--datasets``, all by default):
 
 ``qm9``
     A seeded random subset (``--max-molecules``, default 1,000; 0 = all 10,831) of the QM9 test
@@ -9,29 +9,15 @@ Datasets (``--datasets``, both by default):
     target: the DFT ground state.
 ``geom``
     The lowest-energy conformer of every molecule of a GEOM folder (``--geom``, default the
-    shipped ``data/geom_xtb``; skipped with a message when absent); target: the GFN2-xTB / CREST
-    ground state. The shipped set is small and holds elements (S) absent from QM9.
+    shipped ``data/geom_xtb``, 24 NCI molecules); target: the GFN2-xTB ground state.
+``druglike``
+    The same for ``--druglike`` (default the shipped ``data/druglike_xtb``: 69 fingerprint-diverse
+    molecules of MOSES's scaffold test split, 17-26 heavy atoms, all stereo specified; see
+    ``data/README.md``): the held-out drug-like test set.
 
-Methods, each predicting one conformer per molecule from the 2D graph (atoms in the
-reference's order, explicit hydrogens):
-
-``etkdg``          RDKit ETKDGv3, one embedding, ``randomSeed = --seed``, fresh parameters per
-                   molecule; the graph as the model sees it (tetrahedral chiral tags, which
-                   QM9 graphs take from the DFT geometry, but no double-bond E/Z)
-``etkdg+mmff``     the same embedding relaxed with MMFF94 (``make_refiner("mmff")``)
-``etkdg-3d``       ETKDGv3 given all the reference's stereochemistry, double bonds included
-                   (``AssignStereochemistryFrom3D``); the setting of the published ETKDG
-                   numbers, which are therefore shown on these rows
-``etkdg-3d+mmff``  the same relaxed with MMFF94
-``rebind-raw``     the conformer checkpoint ``--ckpt`` (default the shipped ``data/rebind_qm9.pt``),
-                   its output as is (the papers' numbers are on this row: compare them with
-                   its C-RMSD min column)
-``rebind``         the same with mirror images corrected to the graph's stereocentres
-                   (:mod:`molfold.conformers.stereo`), as ``molfold predict`` returns it
-``rebind+mmff``    that prediction relaxed with MMFF94
-``rebind+xtb``     ReBind's prediction relaxed with GFN2-xTB (tblite + BFGS), only with ``--xtb``
-
-``--etkdg-stereo graph|3d|both`` (default both) picks the ETKDG variants.
+Methods: ``scripts/conformer_methods.py`` (RDKit baselines including the lowest-MMFF-energy
+conformer of ten ETKDG + MMFF embeddings, the raw model, and ``molfold predict`` modes). Every
+method is given the reference's full stereochemistry, as a fully specified SMILES gives it.
 
 Metrics (:mod:`molfold.conformers.metrics`, the ReBind/GTMGC definitions, Angstrom): D-MAE and
 D-RMSE pooled over every entry of the full distance matrices (hydrogens included), C-RMSD on
@@ -39,13 +25,16 @@ heavy atoms after symmetry-aware alignment (RDKit ``GetBestRMS``), averaged per 
 prediction as it is (C-RMSD) and the better of the prediction and its mirror image (C-RMSD min,
 ``c_rmsd_mirror``): the papers' protocol, since GTMGC's and ReBind's evaluation un-mirrors the
 prediction by aligning it to the reference without a determinant check (see
-:mod:`molfold.conformers.metrics`). A molecule a method fails on (ETKDG does not embed, MMFF has
-no parameters, ...) counts as a failure and is left out of that method's metrics, so methods with
-failures are scored on fewer molecules.
-molecules/s is wall clock of the prediction alone (graph -> coordinates, refinement included;
-building inputs and computing metrics excluded), one process, ``--threads`` torch threads;
-RDKit runs single-threaded. The table puts each row next to the published numbers
-(``PAPER``, from the ReBind paper's QM9 table and an ETKDG run on 1,000 random QM9 molecules)::
+:mod:`molfold.conformers.metrics`). ``PB``: the share of molecules whose predicted conformer
+passes every PoseBusters check of its ``mol`` configuration (sanitisation, bond lengths and
+angles, clashes, ring and double-bond flatness, internal energy). ``stereo``: the share whose
+tetrahedral centres and double bonds, perceived from the coordinates, are all the ones
+specified (:func:`molfold.conformers.stereo.check_stereo`). A molecule a method fails on counts
+as a failure and is left out of that method's metrics.
+molecules/s is wall clock of the prediction alone (input -> coordinates, refinement and ranking
+included; metrics excluded), one process, ``--threads`` torch threads; RDKit runs
+single-threaded. The table puts each row next to the published numbers (``PAPER``, from the
+ReBind paper's QM9 table and an ETKDG run on 1,000 random QM9 molecules)::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_conformers.py
     .venv/bin/python scripts/bench_conformers.py --ckpt runs/x/best.pt --max-molecules 0 --xtb
@@ -58,30 +47,27 @@ import argparse
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from bench_machine import machine_info, text_table  # scripts/ is on sys.path when run as a script
-
-METHODS = (
-    "etkdg",
-    "etkdg+mmff",
-    "etkdg-3d",
-    "etkdg-3d+mmff",
-    "rebind-raw",
-    "rebind",
-    "rebind+mmff",
-    "rebind+xtb",
+from conformer_methods import (
+    PREDICT_MODES,
+    MethodRun,
+    input_mol,
+    run_etkdg,
+    run_predict,
+    run_rebind_raw,
 )
+
+METHODS = ("etkdg", "etkdg+mmff", "etkdg10+mmff", "rebind-raw", *PREDICT_MODES)
 
 PAPER: dict[str, dict[str, dict]] = {
     "qm9": {
-        "etkdg-3d": {"d_mae": 0.329, "d_rmse": None, "c_rmsd": 0.485, "molecules_per_s": 30.0},
-        "etkdg-3d+mmff": {"d_mae": 0.292, "d_rmse": None, "c_rmsd": 0.410},
+        "etkdg": {"d_mae": 0.329, "d_rmse": None, "c_rmsd": 0.485, "molecules_per_s": 30.0},
+        "etkdg+mmff": {"d_mae": 0.292, "d_rmse": None, "c_rmsd": 0.410},
         "rebind-raw": {"d_mae": 0.254, "d_rmse": 0.446, "c_rmsd": 0.321},
         "gtmgc": {"d_mae": 0.281, "d_rmse": 0.471, "c_rmsd": 0.414},
     }
@@ -91,21 +77,11 @@ PAPER: dict[str, dict[str, dict]] = {
 without MMFF on 1,000 random QM9 molecules. ``None``: not reported."""
 
 PAPER_SOURCES = {
-    "etkdg-3d": "ETKDGv3 on 1,000 random QM9 molecules (stereo assumed from 3D)",
-    "etkdg-3d+mmff": "ETKDGv3 + MMFF on 1,000 random QM9 molecules (stereo assumed from 3D)",
+    "etkdg": "ETKDGv3 on 1,000 random QM9 molecules (stereo assumed from 3D)",
+    "etkdg+mmff": "ETKDGv3 + MMFF on 1,000 random QM9 molecules (stereo assumed from 3D)",
     "rebind-raw": "ReBind paper, QM9 test (10,831)",
     "gtmgc": "GTMGC as tabulated in the ReBind paper, QM9 test",
 }
-
-
-@dataclass
-class MethodRun:
-    """One method on one dataset: predicted positions [N, 3] (Angstrom) by molecule index,
-    failures as (name, reason), and the seconds spent predicting."""
-
-    positions: dict[int, np.ndarray] = field(default_factory=dict)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -130,8 +106,11 @@ def qm9_test_graphs(root: str | None, max_molecules: int, seed: int) -> tuple[li
     return [graphs[i] for i in chosen], info
 
 
-def geom_graphs(path: str | None, max_molecules: int, seed: int) -> tuple[list | None, dict]:
-    """Ground-state GEOM graphs of ``path`` (default the shipped set); None when absent."""
+def geom_graphs(
+    path: str | None, max_molecules: int, seed: int, shipped: str = "geom_xtb"
+) -> tuple[list | None, dict]:
+    """Ground-state GEOM graphs of ``path`` (default the shipped set ``shipped``); None when
+    absent."""
     from molfold.data.datamodule import load_structures
     from molfold.data.transforms import MolecularGraph
     from molfold.errors import MissingFileError
@@ -139,7 +118,7 @@ def geom_graphs(path: str | None, max_molecules: int, seed: int) -> tuple[list |
 
     if path is None:
         try:
-            path = shipped_data("geom_xtb")
+            path = shipped_data(shipped)
         except MissingFileError as error:
             return None, {"skipped": f"no shipped GEOM set: {error}"}
     if not Path(path).exists():
@@ -154,114 +133,31 @@ def geom_graphs(path: str | None, max_molecules: int, seed: int) -> tuple[list |
     return graphs, info
 
 
-# --- methods ------------------------------------------------------------------------------
-
-
-def run_etkdg(graphs: list, seed: int, stereo_from_3d: bool) -> dict[str, MethodRun]:
-    """ETKDGv3 (one seeded embedding per molecule) and the same embedding relaxed by MMFF94;
-    with ``stereo_from_3d`` the input carries the reference's stereochemistry."""
-    from rdkit import Chem, rdBase
-    from rdkit.Chem import AllChem
-    from tqdm import tqdm
-
-    from molfold.conformers.predict import make_refiner
-    from molfold.data.molgraph import graph_to_mol
-
-    mmff = make_refiner("mmff")
-    name = "etkdg-3d" if stereo_from_3d else "etkdg"
-    embedded, relaxed = MethodRun(), MethodRun()
-    for i, graph in enumerate(tqdm(graphs, desc=f"{name} (+mmff)", unit="mol")):
-        mol = graph_to_mol(graph)
-        if stereo_from_3d:
-            Chem.AssignStereochemistryFrom3D(mol)
-        mol.RemoveAllConformers()
-        with rdBase.BlockLogs():
-            start = time.perf_counter()
-            params = AllChem.ETKDGv3()  # fresh per molecule: results independent of the order
-            params.randomSeed = seed
-            conf_id = AllChem.EmbedMolecule(mol, params)
-            embed_s = time.perf_counter() - start
-        embedded.seconds += embed_s
-        relaxed.seconds += embed_s
-        if conf_id < 0:
-            for run in (embedded, relaxed):
-                run.failures.append((graph.name, "ETKDG could not embed the molecule"))
-            continue
-        embedded.positions[i] = mol.GetConformer(conf_id).GetPositions()
-        start = time.perf_counter()
-        try:
-            mmff(mol, conf_id)
-            relaxed.positions[i] = mol.GetConformer(conf_id).GetPositions()
-        except Exception as error:  # one molecule's failure must not stop the benchmark
-            relaxed.failures.append((graph.name, f"MMFF: {error}"))
-        finally:
-            relaxed.seconds += time.perf_counter() - start
-    return {name: embedded, f"{name}+mmff": relaxed}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_rebind(graphs: list, model, batch_size: int, refiners: dict[str, Callable]) -> dict:
-    """The model's canonical prediction for every graph, then each refiner applied to it."""
-    from torch_geometric.data import Batch
-    from tqdm import tqdm
-
-    from molfold.conformers.stereo import match_stereocentres
-    from molfold.data.molgraph import graph_to_mol
-
-    device = next(model.parameters()).device
-    chunks = [graphs[k : k + batch_size] for k in range(0, len(graphs), batch_size)]
-    with torch.no_grad():  # warm-up, not timed
-        model(Batch.from_data_list(chunks[0][:2]).to(device))
-    rebind = MethodRun()
-    offset = 0
-    for chunk in tqdm(chunks, desc="rebind", unit="batch"):
-        _synchronize(device)
-        start = time.perf_counter()
-        batch = Batch.from_data_list(chunk).to(device)
-        with torch.no_grad():
-            pos = model(batch)["pos"].double().cpu().numpy()
-        rebind.seconds += time.perf_counter() - start
-        index = batch.batch.cpu().numpy()
-        for m in range(len(chunk)):
-            rebind.positions[offset + m] = pos[index == m]
-        offset += len(chunk)
-    fixed = MethodRun(seconds=rebind.seconds)  # as molfold predict: mirror images corrected
-    for i, graph in enumerate(tqdm(graphs, desc="rebind (stereo)", unit="mol")):
-        start = time.perf_counter()
-        mol = graph_to_mol(graph, torch.from_numpy(rebind.positions[i]))
-        match_stereocentres(mol)
-        fixed.positions[i] = mol.GetConformer().GetPositions()
-        fixed.seconds += time.perf_counter() - start
-    runs = {"rebind-raw": rebind, "rebind": fixed}
-    for name, refine in refiners.items():
-        run = runs[name] = MethodRun(seconds=fixed.seconds)
-        for i, graph in enumerate(tqdm(graphs, desc=name, unit="mol")):
-            start = time.perf_counter()
-            try:
-                mol = graph_to_mol(graph, torch.from_numpy(fixed.positions[i]))
-                refine(mol, mol.GetConformer().GetId())
-                run.positions[i] = mol.GetConformer().GetPositions()
-            except Exception as error:  # one molecule's failure must not stop the benchmark
-                run.failures.append((graph.name, f"{name.split('+')[1]}: {error}"))
-            finally:
-                run.seconds += time.perf_counter() - start
-    return runs
-
-
 # --- metrics ------------------------------------------------------------------------------
 
 
-def evaluate(graphs: list, run: MethodRun) -> dict:
-    """D-MAE, D-RMSE (pooled), C-RMSD (mean and median per molecule) and the mean C-RMSD of
-    the better of each prediction and its mirror image, Angstrom."""
+def posebusters_passes(mols: list) -> list[bool]:
+    """Whether each molecule (one conformer, hydrogens) passes every PoseBusters ``mol`` check."""
+    from posebusters import PoseBusters
+
+    if not mols:
+        return []
+    table = PoseBusters(config="mol").bust(mols, None, None)
+    checks = table.select_dtypes(include=["bool"])
+    return checks.all(axis=1).tolist()
+
+
+def evaluate(graphs: list, mols: list, run: MethodRun, posebusters: bool) -> dict:
+    """D-MAE, D-RMSE (pooled), C-RMSD (mean and median per molecule), the mean C-RMSD of
+    the better of each prediction and its mirror image (Angstrom), and the shares of molecules
+    passing PoseBusters and with the specified stereo."""
+    from rdkit import Chem
+
     from molfold.conformers.metrics import c_rmsd_pair, distance_errors, metrics_from_sums
+    from molfold.conformers.stereo import check_stereo
 
     sums = torch.zeros(3, dtype=torch.float64)
-    rmsds, mirror_rmsds = [], []
+    rmsds, mirror_rmsds, predicted = [], [], []
     for i, pos in run.positions.items():
         graph = graphs[i]
         pred = torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float64))
@@ -270,7 +166,15 @@ def evaluate(graphs: list, run: MethodRun) -> dict:
         values = c_rmsd_pair(graph, pred)
         rmsds.append(values["c_rmsd"])
         mirror_rmsds.append(values["c_rmsd_mirror"])
+        mol = Chem.Mol(mols[i])
+        conformer = Chem.Conformer(mol.GetNumAtoms())
+        for k, p in enumerate(pos.tolist()):
+            conformer.SetAtomPosition(k, p)
+        mol.AddConformer(conformer, assignId=True)
+        predicted.append(mol)
     n_ok, n_failed = len(run.positions), len(run.failures)
+    stereo_ok = [not check_stereo(mol).problems for mol in predicted]
+    passes = posebusters_passes(predicted) if posebusters else []
     record = {
         "n_evaluated": n_ok,
         "n_failed": n_failed,
@@ -282,6 +186,8 @@ def evaluate(graphs: list, run: MethodRun) -> dict:
         "c_rmsd": None,
         "c_rmsd_median": None,
         "c_rmsd_mirror": None,
+        "posebusters_pass": float(np.mean(passes)) if passes else None,
+        "stereo_right": float(np.mean(stereo_ok)) if stereo_ok else None,
     }
     if n_ok:
         record.update(metrics_from_sums(sums))
@@ -301,7 +207,7 @@ def _fmt(value, spec: str) -> str:
 def results_table(datasets: dict) -> str:
     """One row per dataset x method, ours and the published numbers side by side."""
     headers = ["data", "method", "mols", "failed", "D-MAE", "D-RMSE", "C-RMSD", "C-RMSD min"]
-    headers += ["mol/s"]
+    headers += ["PB", "stereo", "mol/s"]
     headers += ["paper D-MAE", "paper D-RMSE", "paper C-RMSD", "paper mol/s"]
     rows = []
     for data, record in datasets.items():
@@ -322,6 +228,8 @@ def results_table(datasets: dict) -> str:
                     _fmt(ours.get("d_rmse"), ".3f"),
                     _fmt(ours.get("c_rmsd"), ".3f"),
                     _fmt(ours.get("c_rmsd_mirror"), ".3f"),
+                    _fmt(ours.get("posebusters_pass"), ".0%"),
+                    _fmt(ours.get("stereo_right"), ".0%"),
                     _fmt(ours.get("molecules_per_s"), ".1f"),
                     _fmt(ref.get("d_mae"), ".3f"),
                     _fmt(ref.get("d_rmse"), ".3f"),
@@ -350,7 +258,7 @@ def _write(path: Path, result: dict) -> None:
 
 
 def benchmark(args) -> dict:
-    from molfold.conformers.predict import load_conformer_model, make_refiner
+    from molfold.conformers.predict import load_conformer_model
     from molfold.errors import MolfoldError
 
     torch.set_num_threads(args.threads)
@@ -360,15 +268,10 @@ def benchmark(args) -> dict:
         raise SystemExit(
             f"cannot load the conformer model: {error}\n(give one with --ckpt)"
         ) from None
-    refiners = {"rebind+mmff": make_refiner("mmff")}
-    if args.xtb:
-        try:
-            refiners["rebind+xtb"] = make_refiner("xtb")
-        except MolfoldError as error:
-            raise SystemExit(str(error)) from None
+    modes = {k: v for k, v in PREDICT_MODES.items() if args.xtb or k != "predict:xtb"}
     elements = sorted(model.model_info["statistics"].get("elements", []))
     result = {
-        "benchmark": "ground-state conformers: RDKit ETKDGv3 vs molfold ReBind",
+        "benchmark": "ground-state conformers: RDKit ETKDGv3 vs molfold predict",
         "machine": machine_info(args.threads),
         "versions": versions(),
         "settings": {
@@ -380,8 +283,8 @@ def benchmark(args) -> dict:
             "batch_size": args.batch_size,
             "device": args.device,
             "threads": args.threads,
-            "etkdg_stereo": args.etkdg_stereo,
-            "xtb": args.xtb,
+            "predict_modes": modes,
+            "posebusters": not args.no_posebusters,
             "units": "Angstrom; molecules/s = molecules attempted / prediction seconds",
         },
         "paper": {"values": PAPER, "sources": PAPER_SOURCES},
@@ -390,8 +293,10 @@ def benchmark(args) -> dict:
     for data in args.datasets:
         if data == "qm9":
             graphs, info = qm9_test_graphs(args.qm9_root, args.max_molecules, args.seed)
-        else:
+        elif data == "geom":
             graphs, info = geom_graphs(args.geom, args.max_molecules, args.seed)
+        else:
+            graphs, info = geom_graphs(args.druglike, args.max_molecules, args.seed, "druglike_xtb")
         if graphs is None:
             print(f"{data}: skipped: {info['skipped']}", flush=True)
             result["datasets"][data] = info
@@ -405,13 +310,18 @@ def benchmark(args) -> dict:
                 f"data {elements}",
                 flush=True,
             )
-        runs = {}
-        for stereo_from_3d in {"graph": [False], "3d": [True], "both": [False, True]}[
-            args.etkdg_stereo
-        ]:
-            runs.update(run_etkdg(graphs, args.seed, stereo_from_3d))
-        runs.update(run_rebind(graphs, model, args.batch_size, refiners))
-        info["methods"] = {name: evaluate(graphs, runs[name]) for name in METHODS if name in runs}
+        mols = [input_mol(g) for g in graphs]
+        names = [str(g.name) for g in graphs]
+        runs = run_etkdg(mols, names, args.seed)
+        runs["rebind-raw"] = run_rebind_raw(graphs, model, args.batch_size)
+        for name, mode in modes.items():
+            print(f"{data}: {name} {mode}", flush=True)
+            runs[name] = run_predict(mols, graphs, names, model, mode, args.batch_size)
+        info["methods"] = {
+            name: evaluate(graphs, mols, runs[name], not args.no_posebusters)
+            for name in METHODS
+            if name in runs
+        }
         result["datasets"][data] = info
         _write(args.output, result)
     result["machine"]["load_average_end"] = list(os.getloadavg())
@@ -420,8 +330,10 @@ def benchmark(args) -> dict:
         f"\nGround-state conformers (Angstrom); metrics over the molecules a method did not fail "
         f"on; mol/s: prediction only, {args.threads} torch thread(s), RDKit single-threaded; "
         f"model {model.checkpoint_info['path']}. C-RMSD min: the better of the prediction and "
-        "its mirror image, "
-        f"as the papers' evaluation counts it. Paper columns (QM9 only):"
+        "its mirror image, as the papers' evaluation counts it. PB: PoseBusters mol checks "
+        "passed; stereo: all specified stereo right. Modes: "
+        + "; ".join(f"{k} = {v or 'defaults'}" for k, v in modes.items())
+        + ". Paper columns (QM9 only):"
     )
     for method, source in PAPER_SOURCES.items():
         print(f"  {method}: {source}")
@@ -440,7 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ckpt", help="conformer checkpoint (default: the shipped data/rebind_qm9.pt)"
     )
-    parser.add_argument("--datasets", nargs="+", choices=("qm9", "geom"), default=["qm9", "geom"])
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=("qm9", "geom", "druglike"),
+        default=["qm9", "geom", "druglike"],
+    )
     parser.add_argument(
         "--max-molecules",
         type=int,
@@ -449,18 +366,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--qm9-root", help="QM9 source for data=qm9 (default: qm9pack)")
     parser.add_argument("--geom", help="GEOM folder or file (default: the shipped data/geom_xtb)")
+    parser.add_argument(
+        "--druglike", help="drug-like test set, GEOM layout (default: data/druglike_xtb)"
+    )
+    parser.add_argument("--no-posebusters", action="store_true", help="skip the PoseBusters checks")
     parser.add_argument("--seed", type=int, default=0, help="subset and ETKDG seed")
     parser.add_argument("--batch-size", type=int, default=100, help="molecules per model call")
     parser.add_argument("--device", default="cpu", help="model device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument(
-        "--etkdg-stereo",
-        choices=("graph", "3d", "both"),
-        default="both",
-        help="ETKDG from the graph alone (etkdg), with the reference's stereochemistry "
-        "(etkdg-3d; the model never sees it), or both",
-    )
-    parser.add_argument("--xtb", action="store_true", help="also ReBind + GFN2-xTB (slow)")
+    parser.add_argument("--xtb", action="store_true", help="also refine=xtb (slow)")
     parser.add_argument("--output", type=Path, default=Path("bench_conformers.json"))
     args = parser.parse_args(argv)
     if args.max_molecules < 0:

@@ -1,47 +1,59 @@
-"""SMILES -> 3D conformers with a trained conformer model (ReBind), optionally relaxed.
+"""SMILES -> 3D conformers with a trained conformer model (ReBind): corrected, relaxed, ranked.
 
-Each prediction is replaced by its mirror image when that matches more of the stereocentres the
-SMILES specifies (:mod:`molfold.conformers.stereo`): the model is trained on distances, which do
-not tell enantiomers apart.
+``predict_conformers`` is the Python API; ``molfold predict``
+(:mod:`molfold.conformers.command`) writes SDF. Per molecule:
 
-``predict_conformers`` is the Python API; ``molfold predict`` (see :func:`predict_to_sdf`) writes
-SDF. Each molecule gets ``num_conformers`` predictions: the first with the model's canonical
-Laplacian encoding, the others with random eigenvector signs (the symmetry ReBind is trained to
-ignore), which is where their diversity comes from. ``refine`` relaxes every prediction:
+1. ``num_conformers`` starting conformers (``sampler``): from the model (``model``, default), the
+   first with its canonical Laplacian encoding, the others with random eigenvector signs (the
+   symmetry ReBind is trained to ignore), which is where their diversity comes from; or RDKit's
+   ETKDGv3 embeddings (``etkdg``), with the model as the fallback for a molecule ETKDG cannot
+   embed within ``time_limit``.
+2. Stereo: every stereocentre and double bond the SMILES specifies is made right in each
+   prediction (:func:`molfold.conformers.stereo.correct_stereo`: the mirror image where it
+   matches more centres, as the model is trained on distances, which do not tell enantiomers
+   apart, then per-element inversions). Stereo the SMILES leaves open is, with ``stereo=choose``
+   (default), taken from the first prediction and imposed on the others, and stated in the SDF
+   (``molfold_chosen_stereo``); ``stereo=enumerate`` predicts every stereoisomer as its own
+   molecule (:mod:`molfold.conformers.ensemble`).
+3. ``refine`` relaxes every prediction (:mod:`molfold.conformers.refine`): ``none``, ``mmff``
+   (default), ``xtb`` or a molfold potential checkpoint. A conformer whose relaxation did not
+   converge is kept as it is and flagged (``molfold_refine_converged`` 0); one whose stereo
+   changed during relaxation is dropped while another conformer is right.
+4. The conformers are ranked by energy (``rank``: ``auto`` = the refinement's, ``none``, or a
+   single point with ``mmff``, ``xtb`` or a potential), and one within ``dedup_rmsd`` Angstrom
+   heavy-atom RMSD of a lower-energy one is dropped; the first SDF record of each molecule is its
+   predicted ground state.
 
-* ``none``: the model's coordinates;
-* ``mmff`` (the default): RDKit's MMFF94 (``MMFFOptimizeMolecule``, up to 2,000 steps; a
-  molecule MMFF94 has no parameters for is kept as predicted and flagged as not converged);
-* ``xtb``: GFN2-xTB through tblite's ASE calculator and ASE's BFGS (fmax 0.05 eV/A, 500 steps);
-* a path to a molfold potential checkpoint: that potential through
-  :class:`~molfold.calculator.MolfoldCalculator` and BFGS (same limits).
-
-Each refined conformer records whether the relaxation converged (conformer property
-``refine_converged``; SDF field ``molfold_refine_converged``); one that did not is kept as it is
-and reported.
+``time_limit`` bounds the seconds spent on one molecule by ETKDG and, separately, by refinement:
+refinement stops once it is reached, the conformers not yet refined are dropped (the first is
+always kept) and a warning names the molecule. The model itself takes milliseconds.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import sys
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch_geometric.data import Batch
 
-from molfold.conformers.stereo import match_stereocentres
+from molfold.conformers.ensemble import (
+    enumerate_stereoisomers,
+    fix_unspecified_stereo,
+    rank_conformers,
+)
+from molfold.conformers.refine import make_refiner, make_scorer
+from molfold.conformers.stereo import check_stereo, correct_stereo
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
-from molfold.errors import ConfigError, DataError, MissingFileError, UnknownElementError
-from molfold.io import atomic_write
+from molfold.errors import ConfigError, DataError, UnknownElementError
 from molfold.shipped import shipped_data
 
 DEFAULT_MODEL = "rebind_qm9.pt"
-REFINE_STEPS = 500
-REFINE_FMAX = 0.05  # eV/Angstrom
+STEREO_MODES = ("choose", "enumerate")
+SAMPLERS = ("model", "etkdg")
 
 
 @dataclass
@@ -51,27 +63,7 @@ class MoleculeInput:
     smiles: str
     name: str
     where: str
-
-
-def read_smiles_file(path: str | os.PathLike) -> list[MoleculeInput]:
-    """``SMILES [name]`` per line; blank lines and lines starting with ``#`` are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"input file {path} does not exist")
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not a text file of SMILES ({error.reason})") from None
-    molecules = []
-    for number, line in enumerate(lines, start=1):
-        fields = line.split(maxsplit=1)
-        if not fields or fields[0].startswith("#"):
-            continue
-        name = fields[1].strip() if len(fields) > 1 else ""
-        molecules.append(MoleculeInput(fields[0], name, f"{path}:{number}"))
-    if not molecules:
-        raise DataError(f"{path}: no SMILES in the file")
-    return molecules
+    stereoisomer: str = ""  # with stereo=enumerate: the stereoisomer's SMILES predicted
 
 
 def load_conformer_model(ckpt: str | os.PathLike | None = None, device: str = "cpu"):
@@ -97,76 +89,49 @@ def _set_positions(mol, positions) -> int:
     return mol.AddConformer(conformer, assignId=True)
 
 
-def _relax_with_ase(mol, conf_id: int, calculator) -> bool:
-    from ase import Atoms
-    from ase.optimize import BFGS
-
-    conformer = mol.GetConformer(conf_id)
-    atoms = Atoms(
-        numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=conformer.GetPositions()
-    )
-    atoms.calc = calculator
-    converged = BFGS(atoms, logfile=None).run(fmax=REFINE_FMAX, steps=REFINE_STEPS)
-    for i, p in enumerate(atoms.positions):
-        conformer.SetAtomPosition(i, p.tolist())
-    return bool(converged)
-
-
-def make_refiner(refine: str):
-    """``refine(mol, conf_id) -> converged``, relaxing one conformer in place (module docstring);
-    None for ``refine=none``."""
-    if refine in ("none", "", None):
-        return None
-    if refine == "mmff":
-        from rdkit.Chem import AllChem
-
-        def mmff(mol, conf_id: int) -> bool:
-            if not AllChem.MMFFHasAllMoleculeParams(mol):
-                return False  # kept unrefined, flagged and reported like an unconverged run
-            return AllChem.MMFFOptimizeMolecule(mol, confId=conf_id, maxIters=2000) == 0
-
-        return mmff
-    if refine == "xtb":
-        try:
-            from tblite.ase import TBLite
-        except ImportError:
-            raise ConfigError("refine=xtb needs tblite: pip install 'molfold[xtb]'") from None
-
-        def xtb(mol, conf_id: int) -> bool:
-            charge = sum(a.GetFormalCharge() for a in mol.GetAtoms())
-            return _relax_with_ase(
-                mol, conf_id, TBLite(method="GFN2-xTB", charge=charge, verbosity=0)
-            )
-
-        return xtb
-    if Path(refine).is_file():
-        from molfold.calculator import MolfoldCalculator
-        from molfold.models.checkpoint import load_model
-
-        potential = load_model(refine)
-        if potential.model_info["kind"] != "potential":
-            kind = potential.model_info["kind"]
-            raise ConfigError(f"refine={refine} is a {kind} model, not a potential")
-
-        def learned(mol, conf_id: int) -> bool:
-            return _relax_with_ase(mol, conf_id, MolfoldCalculator(potential))
-
-        return learned
-    raise ConfigError(
-        f"refine must be none, mmff, xtb or a path to a molfold potential checkpoint; "
-        f"got {refine!r} (no such file)"
-    )
-
-
 @dataclass
 class Prediction:
-    """A predicted molecule (RDKit Mol with hydrogens and one conformer per prediction) or the
-    error that stopped it."""
+    """A predicted molecule (RDKit Mol with hydrogens and its ranked conformers) or the error
+    that stopped it; ``warnings`` for what went wrong short of an error."""
 
     input: MoleculeInput
     mol: object | None = None
     error: str | None = None
     error_type: type[Exception] = DataError
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict` works (module docstring); ``time_limit`` in seconds per molecule."""
+
+    num_conformers: int = 1
+    sampler: str = "model"
+    refine: str = "mmff"
+    rank: str = "auto"
+    dedup_rmsd: float = 0.5
+    stereo: str = "choose"
+    time_limit: float = 120.0
+    batch_size: int = 64
+    seed: int = 0
+
+    def check(self) -> None:
+        for key in ("num_conformers", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.stereo not in STEREO_MODES:
+            raise ConfigError(f"stereo must be one of {STEREO_MODES}, got {self.stereo!r}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if not self.time_limit > 0 or not self.dedup_rmsd >= 0:
+            raise ConfigError(
+                f"time_limit must be positive and dedup_rmsd at least 0 (Angstrom); got "
+                f"{self.time_limit} and {self.dedup_rmsd}"
+            )
+
+    @property
+    def rank_method(self) -> str:
+        return self.refine if self.rank == "auto" else self.rank
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -174,33 +139,99 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def _stereoisomer_inputs(items: Iterable[MoleculeInput]) -> list[MoleculeInput]:
+    """Each input once per stereoisomer (``stereo=enumerate``); bad SMILES are kept as they are,
+    for the usual error."""
+    expanded = []
+    for item in items:
+        try:
+            isomers = enumerate_stereoisomers(item.smiles, item.where)
+        except InvalidMoleculeError:
+            expanded.append(item)
+            continue
+        title = item.name or item.smiles
+        for k, isomer in enumerate(isomers, start=1):
+            name = f"{title} stereoisomer {k}/{len(isomers)}" if len(isomers) > 1 else item.name
+            where = f"{item.where} (stereoisomer {k} of {len(isomers)})"
+            expanded.append(MoleculeInput(item.smiles, name, where, stereoisomer=isomer))
+    return expanded
+
+
+def _embed_etkdg(mol, options: PredictOptions) -> bool:
+    """``num_conformers`` ETKDGv3 conformers added to ``mol`` (``randomSeed`` = seed + 1: with 0
+    RDKit seeds every conformer alike), within ``time_limit`` seconds; False if none embedded."""
+    from rdkit import rdBase
+    from rdkit.Chem import AllChem
+
+    params = AllChem.ETKDGv3()
+    params.randomSeed = options.seed + 1
+    params.timeout = max(1, round(options.time_limit))
+    with rdBase.BlockLogs():
+        ids = AllChem.EmbedMultipleConfs(mol, options.num_conformers, params)
+    return any(i >= 0 for i in ids)
+
+
+def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> None:
+    """Stereo, refinement, ranking and deduplication of one molecule's predictions, in place."""
+    mol = result.mol
+    deadline = time.monotonic() + options.time_limit
+    ids = [c.GetId() for c in mol.GetConformers()]
+    chosen = ""
+    for k, conf_id in enumerate(ids):
+        problems = correct_stereo(mol, conf_id)
+        if k == 0 and options.stereo == "choose":
+            chosen = fix_unspecified_stereo(mol, conf_id)
+        if problems:
+            result.warnings.append(f"conformer {k}: stereo not corrected: {'; '.join(problems)}")
+    mol.SetProp("molfold_chosen_stereo", chosen or "none")
+    energies: dict[int, float | None] = {}
+    for k, conf_id in enumerate(ids):
+        conformer = mol.GetConformer(conf_id)
+        if k > 0 and time.monotonic() > deadline:
+            result.warnings.append(
+                f"time limit {options.time_limit:g} s reached: {len(ids) - k} of {len(ids)} "
+                "conformers dropped before refinement"
+            )
+            for late in ids[k:]:
+                mol.RemoveConformer(late)
+            break
+        if refiner is not None:
+            relaxation = refiner(mol, conf_id, deadline)
+            conformer.SetBoolProp("refine_converged", relaxation.converged)
+            if options.rank_method == options.refine:
+                energies[conf_id] = relaxation.energy
+        if scorer is not None and energies.get(conf_id) is None:
+            energies[conf_id] = scorer(mol, conf_id)
+    if refiner is not None:  # a relaxation may have inverted a centre: keep only right ones
+        wrong = [c.GetId() for c in mol.GetConformers() if check_stereo(mol, c.GetId()).problems]
+        if len(wrong) < mol.GetNumConformers():
+            for conf_id in wrong:
+                mol.RemoveConformer(conf_id)
+        elif wrong:
+            result.warnings.append("refinement changed the stereo of every conformer")
+    rank_conformers(mol, energies, options.dedup_rmsd)
+
+
 def predict(
     inputs: Iterable[MoleculeInput],
     model=None,
-    num_conformers: int = 1,
-    refine: str = "mmff",
-    batch_size: int = 64,
-    seed: int = 0,
+    options: PredictOptions = PredictOptions(),
     progress: bool = True,
 ) -> list[Prediction]:
     """Conformers for every input; an invalid SMILES (or a failed refinement) gives a
     :class:`Prediction` with ``error`` set instead of stopping the others."""
-    from tqdm import tqdm
 
-    if num_conformers < 1:
-        raise ConfigError(f"num_conformers must be at least 1, got {num_conformers}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     from molfold.nn.lennard_jones import LJ_PARAMETERS
 
+    options.check()
     model = model if model is not None else load_conformer_model()
-    refiner = make_refiner(refine)
-    device = next(model.parameters()).device
+    if options.stereo == "enumerate":
+        inputs = _stereoisomer_inputs(inputs)
     results, valid = [], []
     for item in inputs:
         result = Prediction(item)
         try:
-            graph, mol = smiles_to_graph(item.smiles, item.name, item.where)
+            graph, mol = smiles_to_graph(item.stereoisomer or item.smiles, item.name, item.where)
             missing = sorted(set(graph.z.tolist()) - set(LJ_PARAMETERS))
             if missing and getattr(model, "rewiring", False):
                 raise UnknownElementError(
@@ -212,54 +243,76 @@ def predict(
         except (InvalidMoleculeError, UnknownElementError) as error:
             result.error, result.error_type = str(error), type(error)
         results.append(result)
+    predict_molecules(valid, model, options, progress)
+    return results
 
+
+def predict_molecules(
+    molecules: list[tuple[Prediction, object]],
+    model,
+    options: PredictOptions = PredictOptions(),
+    progress: bool = True,
+) -> None:
+    """Fill each ``(prediction, graph)`` pair's ``prediction.mol`` (an RDKit molecule with
+    hydrogens, in the atom order of ``graph``, the model's input graph, and without conformers)
+    with its ranked conformers, or set its ``error``."""
+    from tqdm import tqdm
+
+    options.check()
+    refiner = make_refiner(options.refine)
+    rank = options.rank_method
+    scorer = None if rank in ("none", options.refine) else make_scorer(rank)
+    device = next(model.parameters()).device
+    valid = molecules
     known = set(model.model_info["statistics"].get("elements", []))
     for result, graph in valid:
         unseen = sorted(set(graph.z.tolist()) - known) if known else []
         if unseen:
-            print(
-                f"molfold predict: warning: {result.input.where}: elements {unseen} never appeared "
-                "in the model's training data; expect a poor structure",
-                file=sys.stderr,
+            result.warnings.append(
+                f"elements {unseen} never appeared in the model's training data; expect a poor "
+                "structure"
             )
-    generator = torch.Generator().manual_seed(seed)
-    bar = tqdm(
-        total=len(valid) * num_conformers, desc="predicting", unit="conf", disable=not progress
-    )
-    for chunk in _batches(valid, batch_size):
+    for_model = valid
+    if options.sampler == "etkdg":
+        for_model = []
+        for result, graph in tqdm(valid, desc="ETKDG", unit="mol", disable=not progress):
+            if not _embed_etkdg(result.mol, options):
+                result.warnings.append(
+                    f"ETKDG could not embed the molecule within {options.time_limit:g} s: "
+                    "conformers from the model instead"
+                )
+                for_model.append((result, graph))
+    generator = torch.Generator().manual_seed(options.seed)
+    total = len(for_model) * options.num_conformers
+    bar = tqdm(total=total, desc="predicting", unit="conf", disable=not progress or not total)
+    for chunk in _batches(for_model, options.batch_size):
         batch = Batch.from_data_list([graph for _, graph in chunk]).to(device)
-        for k in range(num_conformers):
+        for k in range(options.num_conformers):
             with torch.no_grad():
                 out = model(batch, generator=generator if k > 0 else None)
             pos = out["pos"].double().cpu()
             for m, (result, _) in enumerate(chunk):
-                conf_id = _set_positions(result.mol, pos[batch.batch.cpu() == m])
-                match_stereocentres(result.mol, conf_id)
+                _set_positions(result.mol, pos[batch.batch.cpu() == m])
             bar.update(len(chunk))
     bar.close()
 
-    if refiner is not None:
-        for result, _ in tqdm(valid, desc=f"refining ({refine})", unit="mol", disable=not progress):
-            try:
-                for conformer in result.mol.GetConformers():
-                    converged = refiner(result.mol, conformer.GetId())
-                    conformer.SetBoolProp("refine_converged", bool(converged))
-            except Exception as error:  # one molecule's failed relaxation must not stop the rest
-                result.error = f"{result.input.where}: refine={refine} failed: {error}"
-    return results
+    what = f"stereo, refine={options.refine}, rank={rank}"
+    for result, _ in tqdm(valid, desc=what, unit="mol", disable=not progress):
+        try:
+            _finish(result, options, refiner, scorer)
+        except Exception as error:  # one molecule's failed relaxation must not stop the rest
+            result.error = f"{result.input.where}: {what} failed: {error}"
 
 
 def predict_conformers(
     smiles: str | Iterable[str],
     ckpt: str | os.PathLike | None = None,
-    num_conformers: int = 1,
-    refine: str = "mmff",
-    batch_size: int = 64,
-    seed: int = 0,
     progress: bool = False,
+    **options,
 ):
-    """RDKit Mols (explicit hydrogens, ``num_conformers`` conformers each, Angstrom) for one or
-    several SMILES, predicted by the shipped ReBind model or the conformer checkpoint ``ckpt``.
+    """RDKit Mols (explicit hydrogens, up to ``num_conformers`` conformers each ranked by energy,
+    Angstrom) for one or several SMILES, predicted by the shipped ReBind model or the conformer
+    checkpoint ``ckpt``; ``options`` are the fields of :class:`PredictOptions`.
 
     Raises :class:`~molfold.data.molgraph.InvalidMoleculeError` for an invalid SMILES; use
     :func:`predict` to keep going past bad inputs.
@@ -271,100 +324,14 @@ def predict_conformers(
     bad = [s for s in smiles if not isinstance(s, str)]
     if bad:
         raise ConfigError(f"smiles must be a SMILES string or a list of them; found {bad[0]!r}")
+    unknown = sorted(set(options) - {f.name for f in fields(PredictOptions)})
+    if unknown:
+        raise ConfigError(f"unknown predict options {unknown}")
     items = [MoleculeInput(s, "", f"SMILES {k}") for k, s in enumerate(smiles)]
     model = load_conformer_model(ckpt)
-    results = predict(items, model, num_conformers, refine, batch_size, seed, progress)
+    results = predict(items, model, PredictOptions(**options), progress)
     for result in results:
         if result.error:
             raise result.error_type(result.error)
     mols = [r.mol for r in results]
     return mols[0] if single else mols
-
-
-def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: str, refine: str):
-    """Write every successful prediction to ``path`` atomically: one record per conformer, titled
-    with the input name (or its SMILES), with the input SMILES, model and refinement as fields."""
-    from rdkit import Chem
-
-    text = io.StringIO()
-    written = 0
-    with Chem.SDWriter(text) as writer:
-        for result in results:
-            if result.error or result.mol is None:
-                continue
-            mol = result.mol
-            mol.SetProp("_Name", result.input.name or result.input.smiles)
-            mol.SetProp("input_smiles", result.input.smiles)
-            mol.SetProp("molfold_model", model_name)
-            mol.SetProp("molfold_refine", refine)
-            for k, conformer in enumerate(mol.GetConformers()):
-                mol.SetIntProp("conformer_index", k)
-                if conformer.HasProp("refine_converged"):
-                    converged = conformer.GetBoolProp("refine_converged")
-                    mol.SetIntProp("molfold_refine_converged", int(converged))
-                writer.write(mol, confId=conformer.GetId())
-                written += 1
-    atomic_write(path, text.getvalue())
-    return written
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """The keys of ``molfold predict`` (``configs/predict.yaml``)."""
-
-    output: str
-    smiles: str | None = None
-    name: str | None = None
-    input: str | None = None
-    ckpt: str | None = None
-    num_conformers: int = 1
-    refine: str = "mmff"
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "cpu"
-
-
-def predict_to_sdf(values: dict) -> int:
-    """``molfold predict``: the number of failed inputs (each reported on stderr)."""
-    from molfold.config import parse
-
-    config = parse(PredictConfig, values, "")
-    if bool(config.smiles) == bool(config.input):
-        raise ConfigError("give exactly one of smiles=SMILES or input=FILE (one SMILES per line)")
-    if config.smiles:
-        items = [MoleculeInput(config.smiles, config.name or "", "smiles=")]
-    else:
-        items = read_smiles_file(config.input)
-    model = load_conformer_model(config.ckpt, config.device)
-    results = predict(
-        items,
-        model,
-        config.num_conformers,
-        config.refine,
-        config.batch_size,
-        config.seed,
-        progress=True,
-    )
-    name = f"{model.model_info['name']} ({model.checkpoint_info['path']})"
-    written = write_sdf(results, config.output, name, config.refine)
-    failed = [r for r in results if r.error]
-    for result in failed:
-        print(f"molfold predict: error: {result.error}", file=sys.stderr)
-    for result in results:
-        if result.mol is not None and not result.error:
-            stuck = [
-                c.GetId()
-                for c in result.mol.GetConformers()
-                if c.HasProp("refine_converged") and not c.GetBoolProp("refine_converged")
-            ]
-            if stuck:
-                print(
-                    f"molfold predict: warning: {result.input.where}: refinement of conformers "
-                    f"{stuck} did not converge (written as is, molfold_refine_converged=0)",
-                    file=sys.stderr,
-                )
-    print(
-        f"molfold predict: wrote {written} conformers of {len(results) - len(failed)} molecules "
-        f"to {config.output}" + (f"; {len(failed)} failed" if failed else "")
-    )
-    return len(failed)
