@@ -291,3 +291,32 @@ def test_random_bytes_give_a_data_error(tmp_path, content, suffix):
     path.write_bytes(content)
     with contextlib.suppress(DataError):
         load_ase(path, r_max=5.0)
+
+
+def test_a_folder_of_compressed_files_with_groups_splits_by_molecule(tmp_path):
+    from molfold.data.datamodule import load_structures
+    from molfold.data.splits import random_split
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = ["CH4", "H2O", "NH3", "C2H6"]
+    for k, pair in enumerate((names[:2], names[2:])):
+        frames = []
+        for name in pair:
+            for shift in (0.0, 0.05):  # two "conformers" of each molecule
+                atoms = molecule(name)
+                atoms.positions[0] += shift
+                atoms.info["smiles"] = name
+                atoms.calc = EMT()
+                atoms.get_potential_energy()
+                frames.append(atoms)
+        ase.io.write(folder / f"chunk_{k}.extxyz.gz", frames)
+    data = {"format": "ase", "path": str(folder), "group_key": "smiles"}
+    graphs = load_structures(data, [])
+    numbers = [g.z.tolist() for g in graphs]
+    assert numbers == [molecule(n).numbers.tolist() for n in names for _ in range(2)]
+    assert [int(g.group) for g in graphs] == [0, 0, 1, 1, 2, 2, 3, 3]
+    groups = np.array([int(g.group) for g in graphs])
+    split = random_split(len(graphs), 2, 1, 1, 0, groups=groups)
+    for part in split.values():  # no molecule in two splits
+        assert not set(groups[part]) & set(groups[np.setdiff1d(np.arange(8), part)])

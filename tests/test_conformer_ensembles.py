@@ -191,3 +191,18 @@ def test_specified_stereo_survives_prediction_and_refinement():
         mol = predict_conformers(smiles, num_conformers=4, sampler=sampler)
         for conformer in mol.GetConformers():
             assert _stereo_smiles_from_3d(mol, conformer.GetId()) == Chem.CanonSmiles(smiles)
+
+
+def test_default_predictions_of_drug_like_molecules_pass_posebusters():
+    from posebusters import PoseBusters
+
+    from molfold.data.sources.geom import load_geom
+
+    from .conftest import DATA
+
+    molecules = load_geom(DATA / "druglike_xtb" / "drugs_crude.msgpack")[:6]
+    mols = predict_conformers([m.smiles for m in molecules])
+    table = PoseBusters(config="mol").bust(mols, None, None)
+    checks = table.select_dtypes(include=["bool"])
+    assert len(checks) == 6 and "bond_lengths" in checks and "internal_energy" in checks
+    assert checks.all(axis=None), checks.loc[:, ~checks.all()]

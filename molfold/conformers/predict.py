@@ -200,8 +200,9 @@ def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> Non
             conformer.SetBoolProp("refine_converged", relaxation.converged)
             if options.rank_method == options.refine:
                 energies[conf_id] = relaxation.energy
-        if scorer is not None and energies.get(conf_id) is None:
-            energies[conf_id] = scorer(mol, conf_id)
+    if scorer is not None:
+        remaining = [c.GetId() for c in mol.GetConformers()]
+        energies.update(zip(remaining, scorer(mol, remaining)))
     if refiner is not None:  # a relaxation may have inverted a centre: keep only right ones
         wrong = [c.GetId() for c in mol.GetConformers() if check_stereo(mol, c.GetId()).problems]
         if len(wrong) < mol.GetNumConformers():

@@ -12,8 +12,8 @@ end (eV), all for the molecule's total formal charge:
 * a path to a molfold potential checkpoint: that potential through
   :class:`~molfold.calculator.MolfoldCalculator` and BFGS (same limits).
 
-``make_scorer(method)`` gives ``score(mol, conf_id) -> eV``, the same energy without moving the
-atoms (single point), for ranking conformers that were not relaxed with it.
+``make_scorer(method)`` gives ``score(mol, conf_ids) -> [eV]``, the same energy without moving
+the atoms (single points), for ranking conformers that were not relaxed with it.
 
 ``deadline`` (a ``time.monotonic()`` value, or None) bounds the wall clock: minimisers are run in
 short stretches and stopped, unconverged, once it has passed.
@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from molfold.errors import ConfigError
 from molfold.units import KCAL_PER_MOL_TO_EV
@@ -147,22 +149,43 @@ def make_refiner(method: str | None, key: str = "refine") -> Callable | None:
     return refine
 
 
+def _potential_scorer(path: str) -> Callable:
+    """Energies of many conformers of one molecule in one batched call of the potential."""
+    from torch_geometric.data import Batch
+
+    calculator = _potential_calculator(path)(None)
+
+    def score(mol, conf_ids: list[int]) -> list[float]:
+        graphs = [calculator.atoms_to_graph(_atoms(mol, c)) for c in conf_ids]
+        with torch.no_grad():
+            energy = calculator.potential(Batch.from_data_list(graphs), compute_forces=False)
+        return (energy["energy"].double().cpu() * calculator.energy_units_to_eV).tolist()
+
+    return score
+
+
 def make_scorer(method: str, key: str = "rank") -> Callable:
-    """``score(mol, conf_id) -> eV`` (single point, atoms not moved), None where the method has
-    no parameters for the molecule (MMFF94)."""
+    """``score(mol, conf_ids) -> [eV]``: single points (atoms not moved) of the conformers
+    ``conf_ids``, None where the method has no parameters for the molecule (MMFF94); a
+    potential scores them all in one batch."""
     if method == "mmff":
 
-        def mmff(mol, conf_id: int) -> float | None:
-            field = _mmff_field(mol, conf_id)
-            return None if field is None else field.CalcEnergy() * KCAL_PER_MOL_TO_EV
+        def mmff(mol, conf_ids: list[int]) -> list[float | None]:
+            fields = [_mmff_field(mol, c) for c in conf_ids]
+            return [None if f is None else f.CalcEnergy() * KCAL_PER_MOL_TO_EV for f in fields]
 
         return mmff
+    if method != "xtb" and Path(method).is_file():
+        return _potential_scorer(method)
     calculator = _calculator_factory(method, key)
 
-    def score(mol, conf_id: int) -> float:
-        atoms = _atoms(mol, conf_id)
-        atoms.calc = calculator(mol)
-        return float(atoms.get_potential_energy())
+    def score(mol, conf_ids: list[int]) -> list[float]:
+        energies = []
+        for conf_id in conf_ids:
+            atoms = _atoms(mol, conf_id)
+            atoms.calc = calculator(mol)
+            energies.append(float(atoms.get_potential_energy()))
+        return energies
 
     return score
 

@@ -66,6 +66,7 @@ def load_ase(
     index: str | int = ":",
     energy_unit: str = "eV",
     length_unit: str = "Angstrom",
+    group_key: str | None = None,
 ) -> list[Data]:
     """Structures of an ASE-readable file or ASE database as atomic graphs.
 
@@ -80,13 +81,16 @@ def load_ase(
     energy_unit : one of :data:`molfold.units.ENERGY_UNITS`
     length_unit : one of :data:`molfold.units.LENGTH_UNITS`, for positions, cell, forces and
         stress
+    group_key : a per-structure value (``atoms.info``, e.g. a molecule's SMILES) naming the group
+        a structure belongs to, stored as the integer ``group`` [1] (groups numbered by first
+        appearance), for ``data.split_by=group``: all conformers of a molecule in one split
 
     Returns
     -------
     One :class:`~torch_geometric.data.Data` per structure with ``z``, ``pos`` [N, 3] Angstrom,
     ``cell`` [1, 3, 3], ``pbc`` [1, 3], the radius graph, the requested targets (``energy`` [1]
     eV, ``forces`` [N, 3] eV/Angstrom, ``stress`` [1, 3, 3] eV/Angstrom^3) and ``frame`` [1]
-    int64, the structure's index in the file.
+    int64, the structure's index in the file (and ``group`` [1] int64 with ``group_key``).
 
     Raises
     ------
@@ -112,7 +116,7 @@ def load_ase(
         G.STRESS: energy_factor / length_factor**3,
     }
     keys = {G.ENERGY: energy_key, G.FORCES: forces_key, G.STRESS: stress_key}
-    graphs = []
+    graphs, groups = [], {}
     for frame, atoms, extra in tqdm(
         structures, desc=f"graphs of {path.name}", disable=len(structures) < PROGRESS_MIN_FRAMES
     ):
@@ -136,6 +140,11 @@ def load_ase(
         )
         data = atoms_to_graph(scaled, r_max, where=where, **targets)
         data.frame = torch.tensor([frame], dtype=torch.long)
+        if group_key is not None:
+            if group_key not in atoms.info:
+                raise DataError(f"{where}: no {group_key!r} in its info (group_key)")
+            label = str(atoms.info[group_key])
+            data.group = torch.tensor([groups.setdefault(label, len(groups))], dtype=torch.long)
         graphs.append(data)
     return graphs
 
@@ -218,12 +227,27 @@ class AseOptions:
     stress_key: str | None = None
     energy_unit: str = "eV"
     length_unit: str = "Angstrom"
+    group_key: str | None = None
 
 
 @register_source("ase", AseOptions, provides=("pos", "z", "energy"))
 def load(path: str | None, options: AseOptions, max_structures: int | None) -> list[Data]:
-    """Every structure of an ASE-readable file or database (at most ``max_structures``)."""
+    """Every structure of an ASE-readable file or database, or of every such file in a folder
+    (sorted by name; the groups of different files are distinct), at most ``max_structures``."""
     if path is None:
         raise ConfigError("data.path is not set: give the file, e.g. data.path=frames.extxyz")
-    graphs = load_ase(path, None, **dataclasses.asdict(options))
+    files = [Path(path)]
+    if files[0].is_dir():
+        files = sorted(f for f in files[0].iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise DataError(f"{path}: the folder holds no structure files")
+    graphs, offset = [], 0
+    for file in files:
+        part = load_ase(file, None, **dataclasses.asdict(options))
+        for data in part if options.group_key else []:
+            data.group += offset
+        offset += int(max(d.group for d in part)) + 1 if options.group_key else 0
+        graphs += part
+        if max_structures and len(graphs) >= max_structures:
+            break
     return graphs[:max_structures] if max_structures else graphs
