@@ -1,7 +1,9 @@
 """Training a conformer model (2D graph -> coordinates) on ground-state geometries.
 
 The loss averages the L1 distance-matrix errors of the intermediate and the final conformation
-(ReBind Sec. 3.4). Validation reports D-MAE (``loss``, which picks the best checkpoint, as the
+(ReBind Sec. 3.4); ``coordinate_weight`` and ``chirality_weight`` add the handedness-aware terms
+of :mod:`molfold.conformers.chirality` (a molfold addition, off by default: the paper has
+neither). Validation reports D-MAE (``loss``, which picks the best checkpoint, as the
 paper's ``metric_for_best_model=mae``) and D-RMSE from exact sums; the test adds C-RMSD
 (:func:`molfold.conformers.metrics.c_rmsd_pair`): of the raw prediction (``c_rmsd``), after
 molfold's stereocentre-matching mirror correction (``c_rmsd_stereo``), and as the papers'
@@ -17,6 +19,11 @@ from typing import Any
 
 import torch
 
+from molfold.conformers.chirality import (
+    aligned_coordinate_loss,
+    batch_stereocentres,
+    signed_volume_loss,
+)
 from molfold.conformers.metrics import c_rmsd_pair, distance_errors, distance_l1_loss
 from molfold.data import graph as G
 from molfold.data.molgraph import MOLECULE_FIELDS
@@ -32,6 +39,12 @@ class ConformerSettings:
     name: str = "conformer"
     c_rmsd: bool = True
     """Also compute C-RMSD (RDKit, heavy atoms, symmetry-matched) on the test split."""
+    coordinate_weight: float = 0.0
+    """Weight of the squared coordinate error after a proper-rotation superposition (A^2)."""
+    chirality_weight: float = 0.0
+    """Weight of the signed-volume hinge of the stereocentres (A^3)."""
+    chirality_margin: float = 0.5
+    """Signed volume (A^3) a right stereocentre must reach to cost nothing."""
 
 
 class ConformerTask(Task):
@@ -62,12 +75,22 @@ class ConformerTask(Task):
         return {"elements": elements, "num_structures": len(graphs)}
 
     def loss(self, outputs: dict, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        target = batch[G.POS].to(outputs[G.POS])
-        final = distance_l1_loss(outputs[G.POS], target, batch[G.BATCH])
-        if G.POS_INTERMEDIATE not in outputs:
-            return final, {}
-        intermediate = distance_l1_loss(outputs[G.POS_INTERMEDIATE], target, batch[G.BATCH])
-        return 0.5 * (final + intermediate), {"d_mae_intermediate": intermediate}
+        pred, target = outputs[G.POS], batch[G.POS].to(outputs[G.POS])
+        loss = final = distance_l1_loss(pred, target, batch[G.BATCH])
+        parts = {}
+        if G.POS_INTERMEDIATE in outputs:
+            intermediate = distance_l1_loss(outputs[G.POS_INTERMEDIATE], target, batch[G.BATCH])
+            loss = 0.5 * (final + intermediate)
+            parts["d_mae_intermediate"] = intermediate
+        if self.settings.coordinate_weight:
+            parts["coordinate_mse"] = aligned_coordinate_loss(pred, target, batch[G.BATCH])
+            loss = loss + self.settings.coordinate_weight * parts["coordinate_mse"]
+        if self.settings.chirality_weight:
+            quads = batch_stereocentres(batch)
+            margin = self.settings.chirality_margin
+            parts["chirality"] = signed_volume_loss(pred, target, quads, margin)
+            loss = loss + self.settings.chirality_weight * parts["chirality"]
+        return loss, parts
 
     def accumulate(self, outputs: dict, batch, stage: str) -> None:
         self.errors.add_sums(
