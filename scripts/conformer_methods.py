@@ -18,6 +18,8 @@ and double bonds, perceived from the reference geometry): what a fully specified
                    conformers ranked by GFN2-xTB single points (molfold's ranking, RDKit's
                    conformers)
 ``predict:xtb``    ``refine=xtb``, only with ``--xtb``
+``predict:etkdg{10,6}-potential-rank``  ten or six ETKDG + MMFF conformers ranked by the molfold
+                   potential ``--potential`` (one batched call per molecule), only with it
 
 The ``predict`` modes run :func:`molfold.conformers.predict.predict_molecules`, the code behind
 ``molfold predict``, on the input molecule, and score its first (lowest-energy) conformer.

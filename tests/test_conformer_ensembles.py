@@ -203,6 +203,14 @@ def test_default_predictions_of_drug_like_molecules_pass_posebusters():
     molecules = load_geom(DATA / "druglike_xtb" / "drugs_crude.msgpack")[:6]
     mols = predict_conformers([m.smiles for m in molecules])
     table = PoseBusters(config="mol").bust(mols, None, None)
-    checks = table.select_dtypes(include=["bool"])
+    checks = table.drop(columns=["position"], errors="ignore").eq(True)  # NaN: not passed
     assert len(checks) == 6 and "bond_lengths" in checks and "internal_energy" in checks
-    assert checks.all(axis=None), checks.loc[:, ~checks.all()]
+    assert checks.all(axis=None), table.loc[:, ~checks.all()]
+
+
+def test_a_spiro_centre_no_local_move_can_invert_is_still_right():
+    # from the drug-like test set: the spiro atom 10 came out inverted from the shipped model
+    smiles = "C=CCNc1nc([C@]2(C)C[C@@]3(CC(C)(C)OC3=O)C(=O)O2)cs1"
+    for refine in ("none", "mmff"):
+        mol = predict_conformers(smiles, refine=refine)
+        assert _stereo_smiles_from_3d(mol) == Chem.CanonSmiles(smiles)

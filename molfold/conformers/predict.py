@@ -11,8 +11,10 @@
 2. Stereo: every stereocentre and double bond the SMILES specifies is made right in each
    prediction (:func:`molfold.conformers.stereo.correct_stereo`: the mirror image where it
    matches more centres, as the model is trained on distances, which do not tell enantiomers
-   apart, then per-element inversions). Stereo the SMILES leaves open is, with ``stereo=choose``
-   (default), taken from the first prediction and imposed on the others, and stated in the SDF
+   apart, then per-element inversions; where none can fix a centre, a spiro or bridgehead atom,
+   the conformer restarts from an ETKDG embedding). Stereo the SMILES leaves open is, with
+   ``stereo=choose`` (default), taken from the first prediction and imposed on the others, and
+   stated in the SDF
    (``molfold_chosen_stereo``); ``stereo=enumerate`` predicts every stereoisomer as its own
    molecule (:mod:`molfold.conformers.ensemble`).
 3. ``refine`` relaxes every prediction (:mod:`molfold.conformers.refine`): ``none``, ``mmff``
@@ -157,9 +159,10 @@ def _stereoisomer_inputs(items: Iterable[MoleculeInput]) -> list[MoleculeInput]:
     return expanded
 
 
-def _embed_etkdg(mol, options: PredictOptions) -> bool:
-    """``num_conformers`` ETKDGv3 conformers added to ``mol`` (``randomSeed`` = seed + 1: with 0
-    RDKit seeds every conformer alike), within ``time_limit`` seconds; False if none embedded."""
+def _embed_etkdg(mol, options: PredictOptions, count: int | None = None) -> bool:
+    """``count`` (default ``num_conformers``) ETKDGv3 conformers added to ``mol``
+    (``randomSeed`` = seed + 1: with 0 RDKit seeds every conformer alike), within
+    ``time_limit`` seconds; False if none embedded."""
     from rdkit import rdBase
     from rdkit.Chem import AllChem
 
@@ -167,8 +170,23 @@ def _embed_etkdg(mol, options: PredictOptions) -> bool:
     params.randomSeed = options.seed + 1
     params.timeout = max(1, round(options.time_limit))
     with rdBase.BlockLogs():
-        ids = AllChem.EmbedMultipleConfs(mol, options.num_conformers, params)
+        ids = AllChem.EmbedMultipleConfs(mol, count or options.num_conformers, params)
     return any(i >= 0 for i in ids)
+
+
+def _restart_from_etkdg(mol, conf_id: int, options: PredictOptions) -> list[str]:
+    """Replace conformer ``conf_id`` by an ETKDG embedding, which honours the specified stereo,
+    for a centre no local move can invert (a spiro or bridgehead atom); what is still wrong."""
+    from rdkit import Chem
+
+    probe = Chem.Mol(mol)
+    probe.RemoveAllConformers()
+    if not _embed_etkdg(probe, options, count=1):
+        return check_stereo(mol, conf_id).problems
+    conformer = mol.GetConformer(conf_id)
+    for i, p in enumerate(probe.GetConformer().GetPositions().tolist()):
+        conformer.SetAtomPosition(i, p)
+    return correct_stereo(mol, conf_id)
 
 
 def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> None:
@@ -179,6 +197,8 @@ def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> Non
     chosen = ""
     for k, conf_id in enumerate(ids):
         problems = correct_stereo(mol, conf_id)
+        if problems:
+            problems = _restart_from_etkdg(mol, conf_id, options)
         if k == 0 and options.stereo == "choose":
             chosen = fix_unspecified_stereo(mol, conf_id)
         if problems:
@@ -200,16 +220,23 @@ def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> Non
             conformer.SetBoolProp("refine_converged", relaxation.converged)
             if options.rank_method == options.refine:
                 energies[conf_id] = relaxation.energy
-    if scorer is not None:
-        remaining = [c.GetId() for c in mol.GetConformers()]
-        energies.update(zip(remaining, scorer(mol, remaining)))
-    if refiner is not None:  # a relaxation may have inverted a centre: keep only right ones
+    if refiner is not None:  # a relaxation may invert a centre: correct it, relax once more
+        for conformer in mol.GetConformers():
+            conf_id = conformer.GetId()
+            if check_stereo(mol, conf_id).problems and not correct_stereo(mol, conf_id):
+                relaxation = refiner(mol, conf_id, deadline)
+                conformer.SetBoolProp("refine_converged", relaxation.converged)
+                if options.rank_method == options.refine:
+                    energies[conf_id] = relaxation.energy
         wrong = [c.GetId() for c in mol.GetConformers() if check_stereo(mol, c.GetId()).problems]
         if len(wrong) < mol.GetNumConformers():
             for conf_id in wrong:
                 mol.RemoveConformer(conf_id)
         elif wrong:
             result.warnings.append("refinement changed the stereo of every conformer")
+    if scorer is not None:
+        remaining = [c.GetId() for c in mol.GetConformers()]
+        energies.update(zip(remaining, scorer(mol, remaining)))
     rank_conformers(mol, energies, options.dedup_rmsd)
 
 

@@ -70,10 +70,10 @@ def relax_mmff(mol, conf_id: int, deadline: float | None = None) -> Relaxation:
         return Relaxation(False, None)  # kept unrefined, flagged and reported like a stuck run
     field.Initialize()
     converged, steps = False, 0
-    while steps < MMFF_STEPS and not _past(deadline):
+    while not converged and steps < MMFF_STEPS:  # one stretch even past the deadline
         converged = field.Minimize(maxIts=MMFF_STRETCH) == 0
         steps += MMFF_STRETCH
-        if converged:
+        if _past(deadline):
             break
     return Relaxation(converged, field.CalcEnergy() * KCAL_PER_MOL_TO_EV)
 
