@@ -214,3 +214,33 @@ def test_a_spiro_centre_no_local_move_can_invert_is_still_right():
     for refine in ("none", "mmff"):
         mol = predict_conformers(smiles, refine=refine)
         assert _stereo_smiles_from_3d(mol) == Chem.CanonSmiles(smiles)
+
+
+def test_potential_ranks_all_conformers_in_one_batch_as_the_calculator_scores_them(tmp_path):
+    import torch
+    from ase import Atoms
+
+    from molfold import MolfoldCalculator
+    from molfold.conformers.refine import make_scorer
+    from molfold.models.checkpoint import save_model
+    from molfold.models.registry import build_model
+
+    torch.manual_seed(0)
+    hparams = dict(num_layers=1, num_scalar_features=8, num_tensor_features=4, l_max=1)
+    hparams.update(radial_chemical_embed_dim=8, two_body_mlp_hidden=[8])
+    hparams.update(allegro_mlp_hidden=[8], readout_mlp_hidden=[8], avg_num_neighbors=5.0)
+    path = tmp_path / "potential.ckpt"
+    save_model(build_model("allegro", hparams, {"species": [1, 6, 8]}), path)
+    mol = Chem.AddHs(Chem.MolFromSmiles("OCCOCCO"))
+    ids = list(AllChem.EmbedMultipleConfs(mol, 4, randomSeed=3))
+    batched = make_scorer(str(path))(mol, ids)
+    calculator = MolfoldCalculator(str(path))
+    one_by_one = []
+    for conf_id in ids:
+        atoms = Atoms(
+            [a.GetAtomicNum() for a in mol.GetAtoms()], mol.GetConformer(conf_id).GetPositions()
+        )
+        atoms.calc = calculator
+        one_by_one.append(atoms.get_potential_energy())
+    assert batched == pytest.approx(one_by_one, abs=1e-4)
+    assert len(set(np.round(batched, 6))) == 4  # distinct conformers, distinct energies
