@@ -53,3 +53,18 @@ def triclinic_cu():
     atoms = atoms * (2, 1, 1)
     atoms.rattle(0.1, seed=2)
     return atoms
+
+
+@pytest.fixture
+def tiny_potential_ckpt(tmp_path):
+    """A small untrained Allegro potential for H, C, O, saved as a checkpoint."""
+    from molfold.models.checkpoint import save_model
+    from molfold.models.registry import build_model
+
+    torch.manual_seed(0)
+    hparams = dict(num_layers=1, num_scalar_features=8, num_tensor_features=4, l_max=1)
+    hparams.update(radial_chemical_embed_dim=8, two_body_mlp_hidden=[8])
+    hparams.update(allegro_mlp_hidden=[8], readout_mlp_hidden=[8], avg_num_neighbors=5.0)
+    path = tmp_path / "potential.ckpt"
+    save_model(build_model("allegro", hparams, {"species": [1, 6, 8]}), path)
+    return path

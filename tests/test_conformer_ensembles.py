@@ -216,21 +216,15 @@ def test_a_spiro_centre_no_local_move_can_invert_is_still_right():
         assert _stereo_smiles_from_3d(mol) == Chem.CanonSmiles(smiles)
 
 
-def test_potential_ranks_all_conformers_in_one_batch_as_the_calculator_scores_them(tmp_path):
-    import torch
+def test_potential_ranks_all_conformers_in_one_batch_as_the_calculator_scores_them(
+    tiny_potential_ckpt,
+):
     from ase import Atoms
 
     from molfold import MolfoldCalculator
     from molfold.conformers.refine import make_scorer
-    from molfold.models.checkpoint import save_model
-    from molfold.models.registry import build_model
 
-    torch.manual_seed(0)
-    hparams = dict(num_layers=1, num_scalar_features=8, num_tensor_features=4, l_max=1)
-    hparams.update(radial_chemical_embed_dim=8, two_body_mlp_hidden=[8])
-    hparams.update(allegro_mlp_hidden=[8], readout_mlp_hidden=[8], avg_num_neighbors=5.0)
-    path = tmp_path / "potential.ckpt"
-    save_model(build_model("allegro", hparams, {"species": [1, 6, 8]}), path)
+    path = tiny_potential_ckpt
     mol = Chem.AddHs(Chem.MolFromSmiles("OCCOCCO"))
     ids = list(AllChem.EmbedMultipleConfs(mol, 4, randomSeed=3))
     batched = make_scorer(str(path))(mol, ids)

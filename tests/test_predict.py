@@ -189,12 +189,11 @@ def test_garbage_smiles_files_give_molfold_errors(tmp_path_factory, blob):
             assert item.where in str(error)
 
 
-def test_xtb_and_potential_refinement(tiny_ckpt, tmp_path):
+def test_xtb_and_potential_refinement(tiny_ckpt, tiny_potential_ckpt):
     from rdkit.Chem import AllChem
 
     from molfold import predict_conformers
     from molfold.conformers.refine import make_refiner
-    from molfold.models.registry import build_model
 
     mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
     AllChem.EmbedMolecule(mol, randomSeed=3)
@@ -211,12 +210,7 @@ def test_xtb_and_potential_refinement(tiny_ckpt, tmp_path):
     refined = predict_conformers("CCO", ckpt=tiny_ckpt, refine="xtb", num_conformers=2)
     assert all(c.HasProp("refine_converged") for c in refined.GetConformers())
 
-    torch.manual_seed(0)
-    hparams = dict(num_layers=1, num_scalar_features=8, num_tensor_features=4, l_max=1)
-    hparams.update(radial_chemical_embed_dim=8, two_body_mlp_hidden=[8])
-    hparams.update(allegro_mlp_hidden=[8], readout_mlp_hidden=[8], avg_num_neighbors=5.0)
-    path = tmp_path / "potential.ckpt"
-    save_model(build_model("allegro", hparams, {"species": [1, 6, 8]}), path)
+    path = tiny_potential_ckpt
     # the untrained conformer model puts atoms on top of each other, and the potential's
     # calculator refuses such a structure by name
     with pytest.raises(DataError, match="apart"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from molfold.conformers.predict import (
@@ -93,25 +93,16 @@ def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: st
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(PredictOptions):
     """The keys of ``molfold predict`` (``configs/predict.yaml``): where from and to, and the
     fields of :class:`PredictOptions`."""
 
-    output: str
+    output: str = field(kw_only=True)
     smiles: str | None = None
     name: str | None = None
     input: str | None = None
     ckpt: str | None = None
     device: str = "cpu"
-    num_conformers: int = 1
-    sampler: str = "model"
-    refine: str = "mmff"
-    rank: str = "auto"
-    dedup_rmsd: float = 0.5
-    stereo: str = "choose"
-    time_limit: float = 120.0
-    batch_size: int = 64
-    seed: int = 0
 
 
 def predict_to_sdf(values: dict) -> int:
@@ -121,16 +112,15 @@ def predict_to_sdf(values: dict) -> int:
     config = parse(PredictConfig, values, "")
     if bool(config.smiles) == bool(config.input):
         raise ConfigError("give exactly one of smiles=SMILES or input=FILE (one SMILES per line)")
-    options = PredictOptions(**{f.name: getattr(config, f.name) for f in fields(PredictOptions)})
-    options.check()
+    config.check()
     if config.smiles:
         items = [MoleculeInput(config.smiles, config.name or "", "smiles=")]
     else:
         items = read_smiles_file(config.input)
     model = load_conformer_model(config.ckpt, config.device)
-    results = predict(items, model, options, progress=True)
+    results = predict(items, model, config, progress=True)
     name = f"{model.model_info['name']} ({model.checkpoint_info['path']})"
-    written = write_sdf(results, config.output, name, options)
+    written = write_sdf(results, config.output, name, config)
     failed = [r for r in results if r.error]
     for result in failed:
         print(f"molfold predict: error: {result.error}", file=sys.stderr)
