@@ -63,7 +63,7 @@ from conformer_methods import (
 )
 
 METHODS = ("etkdg", "etkdg+mmff", "etkdg10+mmff", "rebind-raw", *PREDICT_MODES)
-POTENTIAL_MODES = ("predict:etkdg10-potential-rank", "predict:etkdg6-potential-rank")
+POTENTIAL_MODES = ("predict:potential-rank", "predict:10-potential-rank")
 
 PAPER: dict[str, dict[str, dict]] = {
     "qm9": {
@@ -272,12 +272,12 @@ def benchmark(args) -> dict:
             f"cannot load the conformer model: {error}\n(give one with --ckpt)"
         ) from None
     modes = {k: v for k, v in PREDICT_MODES.items() if args.xtb or k != "predict:xtb"}
-    for n in (10, 6) if args.potential else ():
-        modes[f"predict:etkdg{n}-potential-rank"] = {
-            "sampler": "etkdg",
-            "num_conformers": n,
-            "rank": args.potential,
-        }
+    if args.potential:
+        rank = f"mmff+{args.potential}"
+        modes["predict:potential-rank"] = {"rank": rank}
+        modes["predict:10-potential-rank"] = {"num_samples": 10, "rank": rank}
+    if args.modes:
+        modes = {k: v for k, v in modes.items() if k in args.modes}
     elements = sorted(model.model_info["statistics"].get("elements", []))
     result = {
         "benchmark": "ground-state conformers: RDKit ETKDGv3 vs molfold predict",
@@ -385,7 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--xtb", action="store_true", help="also refine=xtb (slow)")
     parser.add_argument(
-        "--potential", help="a molfold potential: also ETKDG conformers ranked by it (10 and 6)"
+        "--potential", help="a Delta potential on MMFF94: also conformers ranked by MMFF94 + it"
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=(*PREDICT_MODES, *POTENTIAL_MODES),
+        help="run only these molfold predict modes (default: all; the RDKit rows always run)",
     )
     parser.add_argument("--output", type=Path, default=Path("bench_conformers.json"))
     args = parser.parse_args(argv)

@@ -12,14 +12,20 @@ and double bonds, perceived from the reference geometry): what a fully specified
                    strongest cheap baseline
 ``rebind-raw``     the conformer model's canonical prediction as is, no stereo correction: the
                    papers' numbers are on this row (compare them with its C-RMSD min column)
-``predict:none``   ``molfold predict refine=none``: the model, stereo corrected
-``predict``        ``molfold predict`` with its defaults
-``predict:etkdg10-xtb-rank``  ``sampler=etkdg num_conformers=10 rank=xtb``: ten ETKDG + MMFF
-                   conformers ranked by GFN2-xTB single points (molfold's ranking, RDKit's
-                   conformers)
-``predict:xtb``    ``refine=xtb``, only with ``--xtb``
-``predict:etkdg{10,6}-potential-rank``  ten or six ETKDG + MMFF conformers ranked by the molfold
-                   potential ``--potential`` (one batched call per molecule), only with it
+``predict``        ``molfold predict`` with its defaults (six ETKDG + MMFF conformers ranked
+                   by MMFF94 + the shipped drug-like Delta potential, ``rank=auto``)
+``predict:mmff-rank``  the same conformers ranked by their MMFF94 energies (``rank=mmff``): what
+                   the potential's ranking adds
+``predict:model``  ``sampler=model num_samples=1``: the conformer model (ReBind), stereo
+                   corrected, MMFF-refined
+``predict:none``   ``sampler=model num_samples=1 refine=none``: the model's output, stereo
+                   corrected
+``predict:etkdg10-xtb-rank``  ``num_samples=10 rank=xtb``: ten ETKDG + MMFF conformers ranked by
+                   GFN2-xTB single points
+``predict:xtb``    ``sampler=model num_samples=1 refine=xtb``, only with ``--xtb``
+``predict:potential-rank``, ``predict:10-potential-rank``  six or ten ETKDG + MMFF conformers
+                   ranked by MMFF94 + the Delta potential ``--potential`` (``rank=mmff+PATH``),
+                   only with it: to try a potential before it ships
 
 The ``predict`` modes run :func:`molfold.conformers.predict.predict_molecules`, the code behind
 ``molfold predict``, on the input molecule, and score its first (lowest-energy) conformer.
@@ -33,11 +39,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+MODEL = {"sampler": "model", "num_samples": 1}
 PREDICT_MODES = {
-    "predict:none": {"refine": "none"},
     "predict": {},
-    "predict:etkdg10-xtb-rank": {"sampler": "etkdg", "num_conformers": 10, "rank": "xtb"},
-    "predict:xtb": {"refine": "xtb"},
+    "predict:mmff-rank": {"rank": "mmff"},
+    "predict:model": MODEL,
+    "predict:none": {**MODEL, "refine": "none"},
+    "predict:etkdg10-xtb-rank": {"num_samples": 10, "rank": "xtb"},
+    "predict:xtb": {**MODEL, "refine": "xtb"},
 }
 
 

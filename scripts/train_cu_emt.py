@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +38,9 @@ from ase.calculators.emt import EMT
 from ase.eos import EquationOfState
 from make_cu_emt import make  # scripts/ is on sys.path when run as a script
 from scipy.optimize import minimize_scalar
+from ship_model import train_and_ship, write_metrics
 
 from molfold.calculator import MolfoldCalculator
-from molfold.cli import compose
-from molfold.io import atomic_write
-from molfold.models.checkpoint import load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = [
@@ -168,20 +164,11 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides (experiments)")
     args = parser.parse_args()
 
-    from molfold.train.run import train
-
-    run_dir = Path(args.run_dir)
-    resume = (run_dir / "checkpoints" / "last.ckpt").exists()
     overrides = [*RECIPE, *args.extra, f"trainer.max_epochs={args.epochs}"]
-    overrides += [f"data.path={args.data}", f"run_dir={run_dir}"]
-    config = compose("train", [*overrides, f"resume={str(resume).lower()}"])
-    start = time.time()
-    metrics = train(config)
-    wall = time.time() - start
-
-    model = load_model(run_dir / "checkpoints" / "best.ckpt")
-    save_model(model, args.output)
-    calc = MolfoldCalculator(load_model(args.output))
+    overrides += [f"data.path={args.data}"]
+    output = Path(args.output)
+    metrics, wall, model = train_and_ship(overrides, Path(args.run_dir), output)
+    calc = MolfoldCalculator(model)
     check = argparse.Namespace(
         frames=args.check_frames,
         frames_per_trajectory=2,
@@ -203,22 +190,15 @@ def main() -> None:
             "model": bulk_modulus(calc, a_model),
         },
         "speed_4000_atoms": speed(calc, a_emt),
-        "recipe": [o for o in overrides if not o.startswith(("data.path=", "run_dir="))],
+        "recipe": [o for o in overrides if not o.startswith("data.path=")],
         "data_path": Path(args.data).name,
         "epochs": args.epochs,
         "wall_time_this_sitting_s": round(wall, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch_threads_training": torch.get_num_threads(),
-        "versions": {
-            name: version(name) for name in ("torch", "ase", "numpy", "lightning", "e3nn")
-        },
-        "python": platform.python_version(),
     }
-    metrics_file = Path(args.output).with_name(Path(args.output).stem + "_metrics.json")
-    atomic_write(metrics_file, json.dumps(record, indent=2) + "\n")
-    size = Path(args.output).stat().st_size
+    write_metrics(output, record)
     print(json.dumps({k: record[k] for k in list(record)[2:7]}, indent=1))
-    print(f"wrote {args.output} ({size:,} bytes) and {metrics_file}")
 
 
 if __name__ == "__main__":

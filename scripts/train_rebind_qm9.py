@@ -15,15 +15,10 @@ numbers.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import torch
-
-from molfold.cli import compose
-from molfold.io import atomic_write
-from molfold.models.checkpoint import load_model, save_model
+from ship_model import train_and_ship, write_metrics  # scripts/ is on sys.path as a script
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = [
@@ -54,30 +49,18 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPO / "data" / "rebind_qm9.pt"))
     args = parser.parse_args()
 
-    from molfold.train.run import train
-
-    run_dir = Path(args.run_dir)
-    resume = (run_dir / "checkpoints" / "last.ckpt").exists()
-    overrides = [*RECIPE, f"run_dir={run_dir}", f"trainer.max_epochs={args.epochs}"]
-    config = compose("train", [*overrides, f"resume={str(resume).lower()}"])
-    start = time.time()
-    metrics = train(config)
-
-    model = load_model(run_dir / "checkpoints" / "best.ckpt")
-    save_model(model, args.output)
+    overrides = [*RECIPE, f"trainer.max_epochs={args.epochs}"]
+    output = Path(args.output)
+    metrics, wall, model = train_and_ship(overrides, Path(args.run_dir), output)
     record = {
         "test_metrics_angstrom": metrics,
         "recipe": overrides,
         "epochs": args.epochs,
-        "wall_time_this_sitting_s": round(time.time() - start, 1),
+        "wall_time_this_sitting_s": round(wall, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch_threads": torch.get_num_threads(),
     }
-    metrics_file = Path(args.output).with_name(Path(args.output).stem + "_metrics.json")
-    atomic_write(metrics_file, json.dumps(record, indent=2))
-    print(
-        f"wrote {args.output} ({Path(args.output).stat().st_size / 1e6:.1f} MB) and {metrics_file}"
-    )
+    write_metrics(output, record)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,11 @@ def test_rank_orders_by_energy_drops_near_duplicates_and_sets_relative_energies(
     kcal = conformers[1].GetDoubleProp("molfold_relative_energy_kcal_mol")
     assert kcal == pytest.approx(0.5 / EV_PER_KCAL_MOL, rel=1e-6)
     assert not conformers[2].HasProp("molfold_energy_eV")
+    # at most two: the two lowest distinct ones, the duplicate (third lowest energy) skipped
+    mol.AddConformer(copy, assignId=True)
+    energies = {0: -1.0, 1: -1.5, 2: None, 3: -1.1}  # new ids; 3 duplicates 1 (old ids[0])
+    assert rank_conformers(mol, energies, rmsd_threshold=0.125, limit=2) == [1, 0]
+    assert mol.GetNumConformers() == 2
 
 
 def _mmff_energy_ev(mol, conf_id: int) -> float:
@@ -120,7 +125,7 @@ def test_predict_writes_an_energy_ranked_ensemble_with_sd_tags(tmp_path):
     output = tmp_path / "ensemble.sdf"
     smiles = "OCCOCCOCCN"  # flexible: many distinct minima
     args = [f"smiles={smiles}", f"output={output}", "num_conformers=8", "sampler=etkdg"]
-    assert main(["predict", *args, "refine=mmff"]) == 0
+    assert main(["predict", *args, "refine=mmff", "rank=mmff"]) == 0
     records = list(Chem.SDMolSupplier(str(output), removeHs=False))
     assert 2 <= len(records) <= 8
     energies = [float(r.GetProp("molfold_energy_eV")) for r in records]
@@ -142,7 +147,7 @@ def test_predict_writes_an_energy_ranked_ensemble_with_sd_tags(tmp_path):
 
 def test_time_limit_drops_the_conformers_it_has_no_time_for(tmp_path, capsys):
     output = tmp_path / "late.sdf"
-    args = ["smiles=OCCOCCOCCN", f"output={output}", "num_conformers=5", "sampler=etkdg"]
+    args = ["smiles=OCCOCCOCCN", f"output={output}", "num_conformers=5", "num_samples=5"]
     assert main(["predict", *args, "time_limit=1e-6"]) == 0
     assert len(list(Chem.SDMolSupplier(str(output)))) == 1  # the first is always kept
     err = capsys.readouterr().err
@@ -212,7 +217,7 @@ def test_a_spiro_centre_no_local_move_can_invert_is_still_right():
     # from the drug-like test set: the spiro atom 10 came out inverted from the shipped model
     smiles = "C=CCNc1nc([C@]2(C)C[C@@]3(CC(C)(C)OC3=O)C(=O)O2)cs1"
     for refine in ("none", "mmff"):
-        mol = predict_conformers(smiles, refine=refine)
+        mol = predict_conformers(smiles, sampler="model", num_samples=1, refine=refine)
         assert _stereo_smiles_from_3d(mol) == Chem.CanonSmiles(smiles)
 
 
@@ -238,3 +243,30 @@ def test_potential_ranks_all_conformers_in_one_batch_as_the_calculator_scores_th
         one_by_one.append(atoms.get_potential_energy())
     assert batched == pytest.approx(one_by_one, abs=1e-4)
     assert len(set(np.round(batched, 6))) == 4  # distinct conformers, distinct energies
+
+
+def test_rank_auto_uses_mmff_plus_the_shipped_delta_potential_inside_its_domain():
+    from ase import Atoms
+
+    from molfold import MolfoldCalculator
+    from molfold.shipped import shipped_data
+
+    delta = MolfoldCalculator(shipped_data("allegro_druglike_xtb.ckpt"))
+    mol = predict_conformers("CC(=O)Nc1ccc(OCC(O)CNC(C)C)cc1", num_conformers=4)
+    assert mol.GetProp("molfold_energy_method").startswith("MMFF94 + molfold Delta potential")
+    assert 2 <= mol.GetNumConformers() <= 4
+    energies = []
+    for conformer in mol.GetConformers():  # the tag is MMFF94 + the correction, recomputed here
+        atoms = Atoms([a.GetAtomicNum() for a in mol.GetAtoms()], conformer.GetPositions())
+        atoms.calc = delta
+        energies.append(_mmff_energy_ev(mol, conformer.GetId()) + atoms.get_potential_energy())
+        assert conformer.GetDoubleProp("molfold_energy_eV") == pytest.approx(energies[-1], abs=1e-4)
+    assert energies == sorted(energies)
+    # outside its domain (bromine was not in its training data; a net charge): MMFF94's energies
+    for smiles in ("OCCCc1ccccc1Br", "CCCC[NH3+]"):
+        mol = predict_conformers(smiles, num_conformers=2)
+        assert mol.GetProp("molfold_energy_method") == "MMFF94"
+        for conformer in mol.GetConformers():
+            assert conformer.GetDoubleProp("molfold_energy_eV") == pytest.approx(
+                _mmff_energy_ev(mol, conformer.GetId()), abs=1e-4
+            )

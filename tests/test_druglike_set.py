@@ -62,3 +62,39 @@ def test_molecules_are_diverse_by_fingerprint(molecules):
     ]
     # no two molecules share even a third of their Morgan bits (a congeneric series would)
     assert max(nearest) < 0.33
+
+
+def test_training_frames_carry_xtb_minus_mmff_delta_labels():
+    import ase.io
+    from rdkit.Chem import AllChem
+    from rdkit.Geometry import Point3D
+
+    from molfold.data.sources.ase_files import load_ase
+
+    path = DATA / "druglike_xtb_frames" / "chunk_007.extxyz.gz"
+    kcal = 4184.0 / 96485.33212  # eV per kcal/mol from the joule and the Faraday constant
+    index = "0:40:13"  # MMFF minima and xTB relaxation frames of several molecules
+    delta = load_ase(path, index=index, energy_key="delta_energy", forces_key="delta_forces")
+    xtb = load_ase(path, index=index)
+    frames = ase.io.read(path, index=index)
+    assert len(frames) == len(delta) == 4
+    for frame, d, x in zip(frames, delta, xtb):
+        mol = Chem.AddHs(Chem.MolFromSmiles(frame.info["smiles"]))
+        conformer = Chem.Conformer(mol.GetNumAtoms())
+        for i, p in enumerate(frame.positions.tolist()):
+            conformer.SetAtomPosition(i, Point3D(*p))
+        mol.AddConformer(conformer)
+        field = AllChem.MMFFGetMoleculeForceField(mol, AllChem.MMFFGetMoleculeProperties(mol))
+        mmff_energy = field.CalcEnergy() * kcal
+        mmff_forces = -np.array(field.CalcGrad()).reshape(-1, 3) * kcal
+        assert float(d.energy) == pytest.approx(float(x.energy) - mmff_energy, abs=1e-4)
+        np.testing.assert_allclose(d.forces.numpy(), x.forces.numpy() - mmff_forces, atol=1e-4)
+    # the energy target: centred per molecule, differences kept
+    first = [
+        f for f in ase.io.read(path, index=":40") if f.info["smiles"] == frames[0].info["smiles"]
+    ]
+    assert len(first) >= 10  # ten MMFF94 minima and the xTB relaxation frames
+    centred = np.array([f.info["delta_energy_centered"] for f in first])
+    raw = np.array([f.info["delta_energy"] for f in first])
+    assert abs(centred.mean()) < 1e-9
+    np.testing.assert_allclose(centred - centred[0], raw - raw[0], atol=1e-9)

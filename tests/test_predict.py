@@ -48,7 +48,7 @@ def test_predict_file_writes_valid_sdf_and_reports_bad_lines(tiny_ckpt, tmp_path
     source.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.sdf"
     args = [f"input={source}", f"output={output}", f"ckpt={tiny_ckpt}", "num_conformers=2"]
-    args.append("dedup_rmsd=0")  # keep both predictions, however close
+    args += ["sampler=model", "dedup_rmsd=0"]  # keep both predictions, however close
     code = main(["predict", *args, "refine=none"])
     assert code == 1  # two lines failed ...
     err = capsys.readouterr().err
@@ -78,6 +78,7 @@ def test_predict_one_smiles_with_mmff_refinement(tiny_ckpt, tmp_path):
             "name=paracetamol",
             f"output={output}",
             f"ckpt={tiny_ckpt}",
+            "sampler=model",
             "refine=mmff",
         ]
     )
@@ -100,7 +101,12 @@ def test_python_api_and_errors(tiny_ckpt):
     from molfold import predict_conformers
 
     mols = predict_conformers(
-        list(SMILES.values()), ckpt=tiny_ckpt, num_conformers=3, refine="none", dedup_rmsd=0
+        list(SMILES.values()),
+        ckpt=tiny_ckpt,
+        sampler="model",
+        num_conformers=3,
+        refine="none",
+        dedup_rmsd=0,
     )
     assert [m.GetNumConformers() for m in mols] == [3, 3, 3]
     assert all(_same_graph(m, s) for m, s in zip(mols, SMILES.values()))
@@ -159,7 +165,7 @@ def test_shipped_model_is_trained_and_predicts_usable_geometry():
         pos = model(batch)["pos"].double()
     assert metrics_from_sums(distance_errors(pos, batch.pos, batch.batch))["d_mae"] < 1.5
 
-    mol = predict_conformers("CC(=O)Nc1ccc(O)cc1")  # default: MMFF94-refined
+    mol = predict_conformers("CC(=O)Nc1ccc(O)cc1", sampler="model", num_samples=1)  # + MMFF94
     assert mol.GetConformer().GetBoolProp("refine_converged")
     conformer = mol.GetConformer()
     lengths = [
@@ -207,13 +213,15 @@ def test_xtb_and_potential_refinement(tiny_ckpt, tiny_potential_ckpt):
         assert length == pytest.approx(expected[key], abs=0.03), key
 
     # through the predictor: each conformer records whether its relaxation converged
-    refined = predict_conformers("CCO", ckpt=tiny_ckpt, refine="xtb", num_conformers=2)
+    refined = predict_conformers(
+        "CCO", ckpt=tiny_ckpt, refine="xtb", num_conformers=2, num_samples=2
+    )
     assert all(c.HasProp("refine_converged") for c in refined.GetConformers())
 
     path = tiny_potential_ckpt
     # the untrained conformer model puts atoms on top of each other, and the potential's
     # calculator refuses such a structure by name
     with pytest.raises(DataError, match="apart"):
-        predict_conformers("CCO", ckpt=tiny_ckpt, refine=str(path))
+        predict_conformers("CCO", ckpt=tiny_ckpt, sampler="model", refine=str(path))
     with pytest.raises(ConfigError, match="conformer model"):
         predict_conformers("CCO", ckpt=tiny_ckpt, refine=str(tiny_ckpt))

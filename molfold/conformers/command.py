@@ -21,7 +21,6 @@ from molfold.conformers.predict import (
     load_conformer_model,
     predict,
 )
-from molfold.conformers.refine import energy_name
 from molfold.errors import ConfigError, DataError, MissingFileError
 from molfold.io import atomic_write
 
@@ -62,7 +61,6 @@ def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: st
     eV and kcal/mol) and whether the refinement converged as fields."""
     from rdkit import Chem
 
-    rank = options.rank_method
     text = io.StringIO()
     written = 0
     with Chem.SDWriter(text) as writer:
@@ -75,7 +73,6 @@ def write_sdf(results: list[Prediction], path: str | os.PathLike, model_name: st
             mol.SetProp("molfold_smiles", Chem.MolToSmiles(Chem.RemoveHs(mol)))
             mol.SetProp("molfold_model", model_name)
             mol.SetProp("molfold_refine", options.refine)
-            mol.SetProp("molfold_energy_method", "none" if rank == "none" else energy_name(rank))
             for k, conformer in enumerate(mol.GetConformers()):
                 mol.SetIntProp("conformer_index", k)
                 for tag in (*CONFORMER_TAGS, "molfold_refine_converged"):

@@ -29,10 +29,13 @@ def _heavy_copy(mol, conf_id: int):
     return Chem.RemoveHs(single)
 
 
-def rank_conformers(mol, energies: dict[int, float | None], rmsd_threshold: float) -> list[int]:
+def rank_conformers(
+    mol, energies: dict[int, float | None], rmsd_threshold: float, limit: int | None = None
+) -> list[int]:
     """Reorder ``mol``'s conformers, lowest ``energies`` (eV, by conformer id) first, removing
-    duplicates (module docstring), and set their rank and energy properties; returns the old ids
-    of the conformers kept, in their new order (their new ids are 0, 1, ...)."""
+    duplicates (module docstring) and keeping at most ``limit``, and set their rank and energy
+    properties; returns the old ids of the conformers kept, in their new order (their new ids
+    are 0, 1, ...)."""
     from rdkit import Chem
     from rdkit.Chem import rdMolAlign
 
@@ -40,6 +43,8 @@ def rank_conformers(mol, energies: dict[int, float | None], rmsd_threshold: floa
     order = sorted(ids, key=lambda i: (energies.get(i) is None, energies.get(i) or 0.0))
     kept, heavy = [], []
     for conf_id in order:
+        if limit is not None and len(kept) == limit:
+            break
         probe = _heavy_copy(mol, conf_id)
         if all(rdMolAlign.GetBestRMS(probe, other) >= rmsd_threshold for other in heavy):
             kept.append(conf_id)

@@ -47,7 +47,7 @@ from molfold.conformers.ensemble import (
     fix_unspecified_stereo,
     rank_conformers,
 )
-from molfold.conformers.refine import make_refiner, make_scorer
+from molfold.conformers.refine import energy_name, make_refiner, make_scorer
 from molfold.conformers.stereo import check_stereo, correct_stereo
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError, UnknownElementError
@@ -108,7 +108,8 @@ class PredictOptions:
     """How :func:`predict` works (module docstring); ``time_limit`` in seconds per molecule."""
 
     num_conformers: int = 1
-    sampler: str = "model"
+    num_samples: int = 6
+    sampler: str = "etkdg"
     refine: str = "mmff"
     rank: str = "auto"
     dedup_rmsd: float = 0.5
@@ -118,7 +119,7 @@ class PredictOptions:
     seed: int = 0
 
     def check(self) -> None:
-        for key in ("num_conformers", "batch_size"):
+        for key in ("num_conformers", "num_samples", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.stereo not in STEREO_MODES:
@@ -133,7 +134,14 @@ class PredictOptions:
 
     @property
     def rank_method(self) -> str:
+        """The energy conformers are ranked by (``auto``: the refinement's where the shipped
+        potential does not apply)."""
         return self.refine if self.rank == "auto" else self.rank
+
+    @property
+    def samples(self) -> int:
+        """Conformers made per molecule: ``num_samples``, at least ``num_conformers``."""
+        return max(self.num_samples, self.num_conformers)
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -160,7 +168,7 @@ def _stereoisomer_inputs(items: Iterable[MoleculeInput]) -> list[MoleculeInput]:
 
 
 def _embed_etkdg(mol, options: PredictOptions, count: int | None = None) -> bool:
-    """``count`` (default ``num_conformers``) ETKDGv3 conformers added to ``mol``
+    """``count`` (default ``options.samples``) ETKDGv3 conformers added to ``mol``
     (``randomSeed`` = seed + 1: with 0 RDKit seeds every conformer alike), within
     ``time_limit`` seconds; False if none embedded."""
     from rdkit import rdBase
@@ -170,7 +178,7 @@ def _embed_etkdg(mol, options: PredictOptions, count: int | None = None) -> bool
     params.randomSeed = options.seed + 1
     params.timeout = max(1, round(options.time_limit))
     with rdBase.BlockLogs():
-        ids = AllChem.EmbedMultipleConfs(mol, count or options.num_conformers, params)
+        ids = AllChem.EmbedMultipleConfs(mol, count or options.samples, params)
     return any(i >= 0 for i in ids)
 
 
@@ -234,10 +242,15 @@ def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> Non
                 mol.RemoveConformer(conf_id)
         elif wrong:
             result.warnings.append("refinement changed the stereo of every conformer")
+    method = options.rank_method
     if scorer is not None:
         remaining = [c.GetId() for c in mol.GetConformers()]
-        energies.update(zip(remaining, scorer(mol, remaining)))
-    rank_conformers(mol, energies, options.dedup_rmsd)
+        scored = scorer(mol, remaining)
+        if scored is not None:  # None: outside the shipped potential's domain (rank=auto)
+            energies.update(zip(remaining, scored))
+            method = options.rank
+    mol.SetProp("molfold_energy_method", "none" if method == "none" else energy_name(method))
+    rank_conformers(mol, energies, options.dedup_rmsd, limit=options.num_conformers)
 
 
 def predict(
@@ -289,7 +302,10 @@ def predict_molecules(
     options.check()
     refiner = make_refiner(options.refine)
     rank = options.rank_method
-    scorer = None if rank in ("none", options.refine) else make_scorer(rank)
+    if options.rank == "auto":
+        scorer = make_scorer("auto")
+    else:
+        scorer = None if rank in ("none", options.refine) else make_scorer(rank)
     device = next(model.parameters()).device
     valid = molecules
     known = set(model.model_info["statistics"].get("elements", []))
@@ -311,11 +327,11 @@ def predict_molecules(
                 )
                 for_model.append((result, graph))
     generator = torch.Generator().manual_seed(options.seed)
-    total = len(for_model) * options.num_conformers
+    total = len(for_model) * options.samples
     bar = tqdm(total=total, desc="predicting", unit="conf", disable=not progress or not total)
     for chunk in _batches(for_model, options.batch_size):
         batch = Batch.from_data_list([graph for _, graph in chunk]).to(device)
-        for k in range(options.num_conformers):
+        for k in range(options.samples):
             with torch.no_grad():
                 out = model(batch, generator=generator if k > 0 else None)
             pos = out["pos"].double().cpu()
@@ -324,7 +340,7 @@ def predict_molecules(
             bar.update(len(chunk))
     bar.close()
 
-    what = f"stereo, refine={options.refine}, rank={rank}"
+    what = f"stereo, refine={options.refine}, rank={options.rank}"
     for result, _ in tqdm(valid, desc=what, unit="mol", disable=not progress):
         try:
             _finish(result, options, refiner, scorer)

@@ -14,9 +14,22 @@ end (eV), all for the molecule's total formal charge:
 
 ``make_scorer(method)`` gives ``score(mol, conf_ids) -> [eV]``, the same energy without moving
 the atoms (single points), for ranking conformers that were not relaxed with it.
+``make_scorer("mmff+PATH")`` scores with MMFF94 plus a Delta potential trained on the
+difference of a reference method and MMFF94 (Delta learning: the force field keeps the
+long-range physics a strictly local model cannot see, the potential corrects it).
+``make_scorer("auto")`` is that with the shipped drug-like Delta potential
+(:data:`DRUGLIKE_POTENTIAL`, Allegro trained on GFN2-xTB minus MMFF94 energies and forces of
+drug-like conformers, centred per molecule, ``scripts/train_druglike_potential.py``), so that
+energy differences between conformers approximate GFN2-xTB's (the absolute value is MMFF94's
+plus a correction, no GFN2-xTB total energy); it returns None for a molecule outside the
+potential's domain (an element it was not trained on, or a net charge: its training molecules
+are neutral), which is then ranked by its refinement's energy.
 
-``deadline`` (a ``time.monotonic()`` value, or None) bounds the wall clock: minimisers are run in
-short stretches and stopped, unconverged, once it has passed.
+``deadline`` (a ``time.monotonic()`` value, or None) bounds the wall clock: the ASE minimisers
+stop, unconverged, at the first step past it; an MMFF94 relaxation (at most :data:`MMFF_STEPS`,
+tens of milliseconds for a drug-sized molecule) runs to its end in one call of RDKit's
+minimiser, since restarting it in stretches discards its Hessian estimate and made it 2.5 times
+slower (the caller checks the deadline between conformers).
 """
 
 from __future__ import annotations
@@ -28,15 +41,21 @@ from pathlib import Path
 
 import torch
 
-from molfold.errors import ConfigError
+from molfold.errors import ConfigError, DataError, MissingFileError
+from molfold.shipped import shipped_data
 from molfold.units import KCAL_PER_MOL_TO_EV
 
 MMFF_STEPS = 2000
 ASE_STEPS = 500
 FMAX = 0.05  # eV/Angstrom
-MMFF_STRETCH = 100  # MMFF steps between deadline checks
 
-ENERGY_NAMES = {"mmff": "MMFF94", "xtb": "GFN2-xTB (tblite)"}
+DRUGLIKE_POTENTIAL = "allegro_druglike_xtb.ckpt"
+DELTA_PREFIX = "mmff+"  # rank=mmff+PATH: MMFF94 plus the Delta potential PATH
+ENERGY_NAMES = {
+    "mmff": "MMFF94",
+    "xtb": "GFN2-xTB (tblite)",
+    "auto": f"MMFF94 + molfold Delta potential {DRUGLIKE_POTENTIAL} (GFN2-xTB-corrected)",
+}
 
 
 @dataclass
@@ -69,12 +88,7 @@ def relax_mmff(mol, conf_id: int, deadline: float | None = None) -> Relaxation:
     if field is None:
         return Relaxation(False, None)  # kept unrefined, flagged and reported like a stuck run
     field.Initialize()
-    converged, steps = False, 0
-    while not converged and steps < MMFF_STEPS:  # one stretch even past the deadline
-        converged = field.Minimize(maxIts=MMFF_STRETCH) == 0
-        steps += MMFF_STRETCH
-        if _past(deadline):
-            break
+    converged = field.Minimize(maxIts=MMFF_STEPS) == 0  # ``deadline``: module docstring
     return Relaxation(converged, field.CalcEnergy() * KCAL_PER_MOL_TO_EV)
 
 
@@ -107,14 +121,20 @@ def _xtb_calculator(mol):
     return TBLite(method="GFN2-xTB", charge=_charge(mol), verbosity=0)
 
 
-def _potential_calculator(path: str) -> Callable:
-    from molfold.calculator import MolfoldCalculator
+def _load_potential(path: str):
     from molfold.models.checkpoint import load_model
 
     potential = load_model(path)
     if potential.model_info["kind"] != "potential":
         kind = potential.model_info["kind"]
         raise ConfigError(f"{path} is a {kind} model, not a potential")
+    return potential
+
+
+def _potential_calculator(path: str) -> Callable:
+    from molfold.calculator import MolfoldCalculator
+
+    potential = _load_potential(path)
     return lambda mol: MolfoldCalculator(potential)
 
 
@@ -149,14 +169,28 @@ def make_refiner(method: str | None, key: str = "refine") -> Callable | None:
     return refine
 
 
-def _potential_scorer(path: str) -> Callable:
-    """Energies of many conformers of one molecule in one batched call of the potential."""
+def _potential_scorer(path: str, domain_only: bool = False) -> Callable:
+    """Energies of many conformers of one molecule in one batched call of the potential; with
+    ``domain_only``, None for a charged molecule, one with an element it does not know, or a
+    conformer it refuses (atoms on top of each other, as an untrained conformer model makes)."""
     from torch_geometric.data import Batch
 
-    calculator = _potential_calculator(path)(None)
+    from molfold.calculator import MolfoldCalculator
 
-    def score(mol, conf_ids: list[int]) -> list[float]:
-        graphs = [calculator.atoms_to_graph(_atoms(mol, c)) for c in conf_ids]
+    potential = _load_potential(path)
+    calculator = MolfoldCalculator(potential)
+    known = set(potential.model_info["statistics"].get("species", []))
+
+    def score(mol, conf_ids: list[int]) -> list[float] | None:
+        outside = {a.GetAtomicNum() for a in mol.GetAtoms()} - known if known else set()
+        if domain_only and (outside or _charge(mol) != 0):
+            return None
+        try:
+            graphs = [calculator.atoms_to_graph(_atoms(mol, c)) for c in conf_ids]
+        except DataError:
+            if domain_only:
+                return None
+            raise
         with torch.no_grad():
             energy = calculator.potential(Batch.from_data_list(graphs), compute_forces=False)
         return (energy["energy"].double().cpu() * calculator.energy_units_to_eV).tolist()
@@ -164,10 +198,37 @@ def _potential_scorer(path: str) -> Callable:
     return score
 
 
-def make_scorer(method: str, key: str = "rank") -> Callable:
+def _delta_scorer(path: str, domain_only: bool = False) -> Callable:
+    """MMFF94 plus the Delta potential ``path``; None for a molecule MMFF94 has no parameters
+    for (or, with ``domain_only``, outside the potential's domain)."""
+    correction = _potential_scorer(path, domain_only)
+
+    def score(mol, conf_ids: list[int]) -> list[float] | None:
+        fields = [_mmff_field(mol, c) for c in conf_ids]
+        delta = None if None in fields else correction(mol, conf_ids)
+        if delta is None:
+            return None
+        return [f.CalcEnergy() * KCAL_PER_MOL_TO_EV + d for f, d in zip(fields, delta)]
+
+    return score
+
+
+def make_scorer(method: str, key: str = "rank") -> Callable | None:
     """``score(mol, conf_ids) -> [eV]``: single points (atoms not moved) of the conformers
     ``conf_ids``, None where the method has no parameters for the molecule (MMFF94); a
-    potential scores them all in one batch."""
+    potential scores them all in one batch. ``mmff+PATH`` and ``auto`` (module docstring): the
+    whole list None for a molecule they do not apply to; ``auto`` is None where the shipped
+    potential is not installed."""
+    if method == "auto":
+        try:
+            return _delta_scorer(shipped_data(DRUGLIKE_POTENTIAL), domain_only=True)
+        except MissingFileError:
+            return None
+    if method.startswith(DELTA_PREFIX):
+        path = method.removeprefix(DELTA_PREFIX)
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}={method}: no potential checkpoint {path!r}")
+        return _delta_scorer(path)
     if method == "mmff":
 
         def mmff(mol, conf_ids: list[int]) -> list[float | None]:
@@ -192,4 +253,6 @@ def make_scorer(method: str, key: str = "rank") -> Callable:
 
 def energy_name(method: str) -> str:
     """How the SDF names the energy of ``method``."""
+    if method.startswith(DELTA_PREFIX):
+        return f"MMFF94 + molfold Delta potential {method.removeprefix(DELTA_PREFIX)}"
     return ENERGY_NAMES.get(method, f"molfold potential {method}")

@@ -29,6 +29,7 @@ case-insensitively. Stress keeps ASE's sign convention, (1/V) dE/d(strain).
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ import ase.io
 import numpy as np
 import torch
 from ase import Atoms
-from ase.io.formats import string2index
+from ase.io.formats import filetype, get_compression, open_with_compression, string2index
 from ase.stress import voigt_6_to_full_3x3_stress
 from torch_geometric.data import Data
 from tqdm import tqdm
@@ -169,7 +170,7 @@ def _read(path: Path, index: str | int) -> list[tuple[int, Atoms, dict[str, Any]
         if path.suffix.lower() in DB_SUFFIXES:
             entries = _read_db(path)
         else:
-            entries = [(atoms, {}) for atoms in ase.io.read(path, index=":")]
+            entries = [(atoms, {}) for atoms in read_structures(path)]
     except Exception as error:
         raise DataError(
             f"{path}: cannot read structures (corrupt or unsupported file?): "
@@ -184,6 +185,18 @@ def _read(path: Path, index: str | int) -> list[tuple[int, Atoms, dict[str, Any]
             f"{path}: index {index!r} is out of range for {len(entries)} structures"
         ) from error
     return [(int(k), *entries[k]) for k in frames]
+
+
+def read_structures(path: Path) -> list[Atoms]:
+    """Every structure of a structure file, compressed ones (.gz, .bz2, .xz) read into memory
+    first: ASE's readers seek backwards, and a seek in a compressed stream decompresses from the
+    start again, which makes a file of thousands of frames take minutes."""
+    _, compression = get_compression(str(path))
+    if compression is None:
+        return ase.io.read(path, index=":")
+    with open_with_compression(str(path), "rb") as stream:
+        text = stream.read().decode()
+    return ase.io.read(io.StringIO(text), index=":", format=filetype(path, read=False))
 
 
 def _read_db(path: Path) -> list[tuple[Atoms, dict[str, Any]]]:
@@ -230,19 +243,24 @@ class AseOptions:
     group_key: str | None = None
 
 
+def structure_files(path: str | os.PathLike) -> list[Path]:
+    """``path`` itself, or the files of the folder ``path`` in name order (hidden ones left out)."""
+    files = [Path(path)]
+    if files[0].is_dir():
+        files = sorted(f for f in files[0].iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise DataError(f"{path}: the folder holds no structure files")
+    return files
+
+
 @register_source("ase", AseOptions, provides=("pos", "z", "energy"))
 def load(path: str | None, options: AseOptions, max_structures: int | None) -> list[Data]:
     """Every structure of an ASE-readable file or database, or of every such file in a folder
     (sorted by name; the groups of different files are distinct), at most ``max_structures``."""
     if path is None:
         raise ConfigError("data.path is not set: give the file, e.g. data.path=frames.extxyz")
-    files = [Path(path)]
-    if files[0].is_dir():
-        files = sorted(f for f in files[0].iterdir() if f.is_file() and not f.name.startswith("."))
-        if not files:
-            raise DataError(f"{path}: the folder holds no structure files")
     graphs, offset = [], 0
-    for file in files:
+    for file in structure_files(path):
         part = load_ase(file, None, **dataclasses.asdict(options))
         for data in part if options.group_key else []:
             data.group += offset
