@@ -3,11 +3,11 @@
 ``predict_conformers`` is the Python API; ``molfold predict``
 (:mod:`molfold.conformers.command`) writes SDF. Per molecule:
 
-1. ``num_conformers`` starting conformers (``sampler``): from the model (``model``, default), the
-   first with its canonical Laplacian encoding, the others with random eigenvector signs (the
-   symmetry ReBind is trained to ignore), which is where their diversity comes from; or RDKit's
-   ETKDGv3 embeddings (``etkdg``), with the model as the fallback for a molecule ETKDG cannot
-   embed within ``time_limit``.
+1. ``num_samples`` starting conformers (at least ``num_conformers``; ``sampler``): RDKit's
+   ETKDGv3 embeddings (``etkdg``, default), with the model as the fallback for a molecule ETKDG
+   cannot embed within ``time_limit``; or the model (``model``), the first with its canonical
+   Laplacian encoding, the others with random eigenvector signs (the symmetry ReBind is trained
+   to ignore), which is where their diversity comes from.
 2. Stereo: every stereocentre and double bond the SMILES specifies is made right in each
    prediction (:func:`molfold.conformers.stereo.correct_stereo`: the mirror image where it
    matches more centres, as the model is trained on distances, which do not tell enantiomers
@@ -21,10 +21,12 @@
    (default), ``xtb`` or a molfold potential checkpoint. A conformer whose relaxation did not
    converge is kept as it is and flagged (``molfold_refine_converged`` 0); one whose stereo
    changed during relaxation is dropped while another conformer is right.
-4. The conformers are ranked by energy (``rank``: ``auto`` = the refinement's, ``none``, or a
-   single point with ``mmff``, ``xtb`` or a potential), and one within ``dedup_rmsd`` Angstrom
-   heavy-atom RMSD of a lower-energy one is dropped; the first SDF record of each molecule is its
-   predicted ground state.
+4. The conformers are ranked by energy (``rank``: ``auto`` = MMFF94 + the shipped drug-like
+   Delta potential where it applies, else the refinement's; ``none``; or a single point with
+   ``mmff``, ``xtb``, a potential or ``mmff+`` a Delta potential; :mod:`molfold.conformers.refine`),
+   one within ``dedup_rmsd`` Angstrom heavy-atom RMSD of a lower-energy one is dropped, and the
+   first ``num_conformers`` are kept; the first SDF record of each molecule is its predicted
+   ground state.
 
 ``time_limit`` bounds the seconds spent on one molecule by ETKDG and, separately, by refinement:
 refinement stops once it is reached, the conformers not yet refined are dropped (the first is
