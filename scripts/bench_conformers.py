@@ -25,12 +25,18 @@ heavy atoms after symmetry-aware alignment (RDKit ``GetBestRMS``), averaged per 
 prediction as it is (C-RMSD) and the better of the prediction and its mirror image (C-RMSD min,
 ``c_rmsd_mirror``): the papers' protocol, since GTMGC's and ReBind's evaluation un-mirrors the
 prediction by aligning it to the reference without a determinant check (see
-:mod:`molfold.conformers.metrics`). ``PB``: the share of molecules whose predicted conformer
-passes every PoseBusters check of its ``mol`` configuration (sanitisation, bond lengths and
-angles, clashes, ring and double-bond flatness, internal energy). ``stereo``: the share whose
-tetrahedral centres and double bonds, perceived from the coordinates, are all the ones
-specified (:func:`molfold.conformers.stereo.check_stereo`). A molecule a method fails on counts
-as a failure and is left out of that method's metrics.
+:mod:`molfold.conformers.metrics`). ``C-RMSD*`` (``c_rmsd_achiral_mirror``) takes the mirror
+image into account for achiral molecules only (:func:`molfold.conformers.stereo.is_achiral`):
+an achiral molecule's conformer and its mirror image are two conformers of one molecule with
+equal energies, so which of the two the reference happens to be is a coin toss that no
+ranking can win (conformational chirality: a helical chain, a twisted ring), while for a
+chiral molecule the mirror image is the other enantiomer, and counted wrong. ``PB``: the share
+of molecules whose predicted conformer passes every PoseBusters check of its ``mol``
+configuration (sanitisation, bond lengths and angles, clashes, ring and double-bond flatness,
+internal energy). ``stereo``: the share whose tetrahedral centres and double bonds, perceived
+from the coordinates, are all the ones specified
+(:func:`molfold.conformers.stereo.check_stereo`). A molecule a method fails on counts as a
+failure and is left out of that method's metrics.
 molecules/s is wall clock of the prediction alone (input -> coordinates, refinement and ranking
 included; metrics excluded), one process, ``--threads`` torch threads; RDKit runs
 single-threaded. The table puts each row next to the published numbers (``PAPER``, from the
@@ -157,10 +163,10 @@ def evaluate(graphs: list, mols: list, run: MethodRun, posebusters: bool) -> dic
     from rdkit import Chem
 
     from molfold.conformers.metrics import c_rmsd_pair, distance_errors, metrics_from_sums
-    from molfold.conformers.stereo import check_stereo
+    from molfold.conformers.stereo import check_stereo, is_achiral
 
     sums = torch.zeros(3, dtype=torch.float64)
-    rmsds, mirror_rmsds, predicted = [], [], []
+    rmsds, mirror_rmsds, achiral_rmsds, predicted = [], [], [], []
     for i, pos in run.positions.items():
         graph = graphs[i]
         pred = torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float64))
@@ -169,6 +175,7 @@ def evaluate(graphs: list, mols: list, run: MethodRun, posebusters: bool) -> dic
         values = c_rmsd_pair(graph, pred)
         rmsds.append(values["c_rmsd"])
         mirror_rmsds.append(values["c_rmsd_mirror"])
+        achiral_rmsds.append(values["c_rmsd_mirror" if is_achiral(mols[i]) else "c_rmsd"])
         mol = Chem.Mol(mols[i])
         conformer = Chem.Conformer(mol.GetNumAtoms())
         for k, p in enumerate(pos.tolist()):
@@ -189,6 +196,7 @@ def evaluate(graphs: list, mols: list, run: MethodRun, posebusters: bool) -> dic
         "c_rmsd": None,
         "c_rmsd_median": None,
         "c_rmsd_mirror": None,
+        "c_rmsd_achiral_mirror": None,
         "posebusters_pass": float(np.mean(passes)) if passes else None,
         "stereo_right": float(np.mean(stereo_ok)) if stereo_ok else None,
     }
@@ -197,6 +205,7 @@ def evaluate(graphs: list, mols: list, run: MethodRun, posebusters: bool) -> dic
         record["c_rmsd"] = float(np.mean(rmsds))
         record["c_rmsd_median"] = float(np.median(rmsds))
         record["c_rmsd_mirror"] = float(np.mean(mirror_rmsds))
+        record["c_rmsd_achiral_mirror"] = float(np.mean(achiral_rmsds))
     return record
 
 
@@ -209,7 +218,17 @@ def _fmt(value, spec: str) -> str:
 
 def results_table(datasets: dict) -> str:
     """One row per dataset x method, ours and the published numbers side by side."""
-    headers = ["data", "method", "mols", "failed", "D-MAE", "D-RMSE", "C-RMSD", "C-RMSD min"]
+    headers = [
+        "data",
+        "method",
+        "mols",
+        "failed",
+        "D-MAE",
+        "D-RMSE",
+        "C-RMSD",
+        "C-RMSD*",
+        "C-RMSD min",
+    ]
     headers += ["PB", "stereo", "mol/s"]
     headers += ["paper D-MAE", "paper D-RMSE", "paper C-RMSD", "paper mol/s"]
     rows = []
@@ -230,6 +249,7 @@ def results_table(datasets: dict) -> str:
                     _fmt(ours.get("d_mae"), ".3f"),
                     _fmt(ours.get("d_rmse"), ".3f"),
                     _fmt(ours.get("c_rmsd"), ".3f"),
+                    _fmt(ours.get("c_rmsd_achiral_mirror"), ".3f"),
                     _fmt(ours.get("c_rmsd_mirror"), ".3f"),
                     _fmt(ours.get("posebusters_pass"), ".0%"),
                     _fmt(ours.get("stereo_right"), ".0%"),
@@ -338,9 +358,10 @@ def benchmark(args) -> dict:
     print(
         f"\nGround-state conformers (Angstrom); metrics over the molecules a method did not fail "
         f"on; mol/s: prediction only, {args.threads} torch thread(s), RDKit single-threaded; "
-        f"model {model.checkpoint_info['path']}. C-RMSD min: the better of the prediction and "
-        "its mirror image, as the papers' evaluation counts it. PB: PoseBusters mol checks "
-        "passed; stereo: all specified stereo right. Modes: "
+        f"model {model.checkpoint_info['path']}. C-RMSD*: the mirror image counted for "
+        "achiral molecules only (equal energies: a coin toss). C-RMSD min: the better of the "
+        "prediction and its mirror image, as the papers' evaluation counts it. PB: PoseBusters "
+        "mol checks passed; stereo: all specified stereo right. Modes: "
         + "; ".join(f"{k} = {v or 'defaults'}" for k, v in modes.items())
         + ". Paper columns (QM9 only):"
     )

@@ -21,7 +21,8 @@ and double bonds, perceived from the reference geometry): what a fully specified
 ``predict:none``   ``sampler=model num_samples=1 refine=none``: the model's output, stereo
                    corrected
 ``predict:etkdg10-xtb-rank``  ``num_samples=10 rank=xtb``: ten ETKDG + MMFF conformers ranked by
-                   GFN2-xTB single points
+                   GFN2-xTB single points (of the distinct MMFF94 minima within ``rank_window``,
+                   3 kcal/mol, of the lowest)
 ``predict:xtb``    ``sampler=model num_samples=1 refine=xtb``, only with ``--xtb``
 ``predict:potential-rank``, ``predict:10-potential-rank``  six or ten ETKDG + MMFF conformers
                    ranked by MMFF94 + the Delta potential ``--potential`` (``rank=mmff+PATH``),

@@ -270,3 +270,73 @@ def test_rank_auto_uses_mmff_plus_the_shipped_delta_potential_inside_its_domain(
             assert conformer.GetDoubleProp("molfold_energy_eV") == pytest.approx(
                 _mmff_energy_ev(mol, conformer.GetId()), abs=1e-4
             )
+
+
+def test_rank_single_points_only_inside_the_window_and_once_per_energy_twin():
+    from molfold.conformers.predict import rescoring_candidates
+    from molfold.conformers.refine import Relaxation
+
+    kcal = EV_PER_KCAL_MOL
+    relaxed = {
+        0: Relaxation(True, 10.5 * kcal),  # 3.5 kcal/mol above the lowest
+        1: Relaxation(True, 7.0 * kcal),  # the lowest minimum
+        2: Relaxation(True, (7.0 + 0.0004) * kcal),  # its twin (same minimum or mirror image)
+        3: Relaxation(True, 9.9 * kcal),  # inside the 3 kcal/mol window
+        4: Relaxation(False, 0.0),  # not converged: no minimum to compare, always scored
+        5: Relaxation(True, None),  # no energy (MMFF94 had no parameters): always scored
+    }
+    ids = [0, 1, 2, 3, 4, 5, 6]  # 6: not refined at all
+    candidates, twins = rescoring_candidates(ids, relaxed, window=3.0)
+    assert sorted(candidates) == [1, 3, 4, 5, 6] and twins == {2: 1}
+    # an ensemble of three needs three distinct minima scored, the window notwithstanding
+    candidates, twins = rescoring_candidates(ids, relaxed, window=0.5, at_least=3)
+    assert sorted(candidates) == [0, 1, 3, 4, 5, 6] and twins == {2: 1}
+    candidates, _ = rescoring_candidates(ids, relaxed, window=float("inf"))
+    assert sorted(candidates) == [0, 1, 3, 4, 5, 6]
+
+
+def test_rank_scores_only_the_window_yet_every_conformer_written(tiny_potential_ckpt, monkeypatch):
+    """A potential single point for the lowest MMFF94 minima only (window 0: as many as are
+    written); every conformer written has the potential's energy, recomputed here."""
+    from ase import Atoms
+
+    import molfold.conformers.predict as predict_module
+    from molfold import MolfoldCalculator
+
+    scored = []
+
+    def recording(method, key="rank"):
+        scorer = make_scorer(method, key)
+        return lambda mol, conf_ids: scored.append(len(conf_ids)) or scorer(mol, conf_ids)
+
+    make_scorer = predict_module.make_scorer
+    monkeypatch.setattr(predict_module, "make_scorer", recording)
+    settings = dict(num_samples=8, num_conformers=2, rank=str(tiny_potential_ckpt), dedup_rmsd=0)
+    mol = predict_conformers("CCCCOCCCCO", rank_window=0.0, **settings)
+    assert scored == [2] and mol.GetNumConformers() == 2
+    calculator = MolfoldCalculator(str(tiny_potential_ckpt))
+    for conformer in mol.GetConformers():
+        atoms = Atoms([a.GetAtomicNum() for a in mol.GetAtoms()], conformer.GetPositions())
+        atoms.calc = calculator
+        expected = atoms.get_potential_energy()
+        assert conformer.GetDoubleProp("molfold_energy_eV") == pytest.approx(expected, abs=1e-4)
+    predict_conformers("CCCCOCCCCO", rank_window=float("inf"), **settings)
+    assert scored[1] > 2  # every distinct minimum
+
+
+@pytest.mark.parametrize(
+    "smiles, achiral",
+    [
+        ("OCCOCCO", True),
+        ("C[C@H](N)C(=O)O", False),  # L-alanine: its mirror image is D-alanine
+        ("O[C@H](C)[C@H](C)O", True),  # (2R,3S)-butane-2,3-diol: meso
+        ("O[C@H](C)[C@@H](C)O", False),  # (2R,3R)
+        ("C[C@H]1CC[C@@H](C)CC1", True),  # trans-1,4-dimethylcyclohexane: tags, no CIP labels
+        ("C/C=C/C[C@@H](F)Cl", False),
+    ],
+)
+def test_is_achiral_knows_a_meso_compound_from_an_enantiomer(smiles, achiral):
+    from molfold.conformers.stereo import is_achiral
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert is_achiral(mol) is achiral

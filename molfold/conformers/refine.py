@@ -74,19 +74,22 @@ def _charge(mol) -> int:
     return sum(a.GetFormalCharge() for a in mol.GetAtoms())
 
 
-def _mmff_field(mol, conf_id: int):
+def _mmff_fields(mol, conf_ids: list[int]) -> list | None:
+    """MMFF94 force fields of conformers ``conf_ids`` (the molecule's parameters worked out
+    once); None if MMFF94 has no parameters for it."""
     from rdkit.Chem import AllChem
 
     properties = AllChem.MMFFGetMoleculeProperties(mol)
     if properties is None:
         return None
-    return AllChem.MMFFGetMoleculeForceField(mol, properties, confId=conf_id)
+    return [AllChem.MMFFGetMoleculeForceField(mol, properties, confId=c) for c in conf_ids]
 
 
 def relax_mmff(mol, conf_id: int, deadline: float | None = None) -> Relaxation:
-    field = _mmff_field(mol, conf_id)
-    if field is None:
+    fields = _mmff_fields(mol, [conf_id])
+    if fields is None:
         return Relaxation(False, None)  # kept unrefined, flagged and reported like a stuck run
+    (field,) = fields
     field.Initialize()
     converged = field.Minimize(maxIts=MMFF_STEPS) == 0  # ``deadline``: module docstring
     return Relaxation(converged, field.CalcEnergy() * KCAL_PER_MOL_TO_EV)
@@ -204,8 +207,8 @@ def _delta_scorer(path: str, domain_only: bool = False) -> Callable:
     correction = _potential_scorer(path, domain_only)
 
     def score(mol, conf_ids: list[int]) -> list[float] | None:
-        fields = [_mmff_field(mol, c) for c in conf_ids]
-        delta = None if None in fields else correction(mol, conf_ids)
+        fields = _mmff_fields(mol, conf_ids)
+        delta = None if fields is None else correction(mol, conf_ids)
         if delta is None:
             return None
         return [f.CalcEnergy() * KCAL_PER_MOL_TO_EV + d for f, d in zip(fields, delta)]
@@ -232,8 +235,10 @@ def make_scorer(method: str, key: str = "rank") -> Callable | None:
     if method == "mmff":
 
         def mmff(mol, conf_ids: list[int]) -> list[float | None]:
-            fields = [_mmff_field(mol, c) for c in conf_ids]
-            return [None if f is None else f.CalcEnergy() * KCAL_PER_MOL_TO_EV for f in fields]
+            fields = _mmff_fields(mol, conf_ids)
+            if fields is None:
+                return [None] * len(conf_ids)
+            return [f.CalcEnergy() * KCAL_PER_MOL_TO_EV for f in fields]
 
         return mmff
     if method != "xtb" and Path(method).is_file():
@@ -241,10 +246,10 @@ def make_scorer(method: str, key: str = "rank") -> Callable | None:
     calculator = _calculator_factory(method, key)
 
     def score(mol, conf_ids: list[int]) -> list[float]:
-        energies = []
+        energies, calc = [], calculator(mol)  # one calculator: xTB restarts from the last SCF
         for conf_id in conf_ids:
             atoms = _atoms(mol, conf_id)
-            atoms.calc = calculator(mol)
+            atoms.calc = calc
             energies.append(float(atoms.get_potential_energy()))
         return energies
 

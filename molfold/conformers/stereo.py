@@ -40,9 +40,21 @@ def _specified(mol):
     """A copy of ``mol`` with the stereo its graph specifies perceived (CIP labels, E/Z)."""
     from rdkit import Chem
 
-    wanted = Chem.Mol(mol)
+    wanted = Chem.Mol(mol, True)  # quick copy: the graph, no conformers
     Chem.AssignStereochemistry(wanted, cleanIt=True, force=True)
     return wanted
+
+
+def is_achiral(mol) -> bool:
+    """Whether ``mol``'s graph is its own mirror image (its canonical SMILES unchanged when every
+    tetrahedral chiral tag is inverted; double bonds keep E/Z in a mirror): then a conformer
+    and its mirror image are two conformers of the same molecule, equal in every energy."""
+    from rdkit import Chem
+
+    mirror = Chem.Mol(mol, True)
+    for atom in mirror.GetAtoms():
+        atom.InvertChirality()
+    return Chem.MolToSmiles(mirror) == Chem.MolToSmiles(Chem.Mol(mol, True))
 
 
 def _centres(mol) -> dict[int, object]:
@@ -88,7 +100,7 @@ def check_stereo(mol, conf_id: int = -1) -> StereoCheck:
     from rdkit import Chem
 
     wanted_mol = _specified(mol)
-    found_mol = Chem.Mol(mol)
+    found_mol = Chem.Mol(mol, False, conf_id)  # that conformer only
     Chem.AssignStereochemistryFrom3D(found_mol, confId=conf_id)
     check = StereoCheck()
     wanted, found = _centres(wanted_mol), _centres(found_mol)
@@ -125,7 +137,7 @@ def match_stereocentres(mol, conf_id: int = -1) -> bool:
     wanted = _centres(_specified(mol))
     if not wanted:
         return False
-    found_mol = Chem.Mol(mol)
+    found_mol = Chem.Mol(mol, False, conf_id)
     Chem.AssignStereochemistryFrom3D(found_mol, confId=conf_id)
     found = _centres(found_mol)
     agree = sum(found.get(i) == tag for i, tag in wanted.items())
