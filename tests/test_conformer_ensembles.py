@@ -273,7 +273,7 @@ def test_rank_auto_uses_mmff_plus_the_shipped_delta_potential_inside_its_domain(
 
 
 def test_rank_single_points_only_inside_the_window_and_once_per_energy_twin():
-    from molfold.conformers.predict import rescoring_candidates
+    from molfold.conformers.ensemble import rescoring_candidates
     from molfold.conformers.refine import Relaxation
 
     kcal = EV_PER_KCAL_MOL

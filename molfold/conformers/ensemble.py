@@ -8,6 +8,9 @@ properties ``molfold_rank`` (1 = predicted ground state), ``molfold_energy_eV`` 
 ``molfold_relative_energy_eV`` / ``molfold_relative_energy_kcal_mol`` (to the rank-1 conformer),
 which :func:`molfold.conformers.command.write_sdf` writes as SD tags.
 
+:func:`rescoring_candidates` picks the relaxed conformers worth a single point of a ranking
+energy: those near the lowest refined energy, once per energy twin.
+
 :func:`fix_unspecified_stereo` makes one stereoisomer of a molecule whose SMILES leaves stereo
 open the molecule's graph, from the stereo of one conformer, so that every conformer of the
 ensemble is then corrected to that same stereoisomer; :func:`enumerate_stereoisomers` instead
@@ -16,10 +19,44 @@ expands a SMILES into all of its stereoisomers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from molfold.data.molgraph import InvalidMoleculeError
 from molfold.units import KCAL_PER_MOL_TO_EV
 
+if TYPE_CHECKING:
+    from molfold.conformers.refine import Relaxation
+
 MAX_STEREOISOMERS = 32
+TWIN_KCAL_MOL = 1e-3  # refined conformers this close in energy are one minimum (or its mirror)
+
+
+def rescoring_candidates(
+    conf_ids: list[int], relaxed: dict[int, Relaxation], window: float, at_least: int = 1
+) -> tuple[list[int], dict[int, int]]:
+    """The conformers a single-point ``rank`` energy is computed for
+    (:mod:`molfold.conformers.predict`, step 4): of those whose refinement converged, one of
+    each set of energy twins (within :data:`TWIN_KCAL_MOL`: the same minimum, or its mirror
+    image), the lowest ``at_least`` and any others within ``window`` kcal/mol of the lowest
+    refined energy; and every conformer without a converged refinement energy. Returns them
+    and ``{twin: the candidate whose energy it shares}``."""
+    minima = {
+        c: relaxed[c].energy / KCAL_PER_MOL_TO_EV
+        for c in conf_ids
+        if c in relaxed and relaxed[c].converged and relaxed[c].energy is not None
+    }
+    candidates, twins = [c for c in conf_ids if c not in minima], {}
+    window_top = min(minima.values(), default=0.0) + window
+    previous, distinct = None, 0
+    for conf_id in sorted(minima, key=minima.get):
+        if minima[conf_id] > window_top and distinct >= at_least:
+            break
+        if previous is not None and minima[conf_id] - minima[previous] < TWIN_KCAL_MOL:
+            twins[conf_id] = previous
+        else:
+            candidates.append(conf_id)
+            previous, distinct = conf_id, distinct + 1
+    return candidates, twins
 
 
 def _heavy_copy(mol, conf_id: int):

@@ -26,11 +26,10 @@
    ``mmff``, ``xtb``, a potential or ``mmff+`` a Delta potential; :mod:`molfold.conformers.refine`).
    A single point is computed only for the relaxed conformers within ``rank_window`` kcal/mol
    of the lowest refined energy (default 3: for 94 % of the 1,997 molecules of
-   ``data/druglike_xtb_frames`` the GFN2-xTB-lowest of their MMFF94 minima is within 3 kcal/mol
-   of the MMFF94-lowest, 99 % within 5.3) and at least the lowest ``num_conformers``, once per
-   set of energy twins (the same minimum reached from two starts, or its mirror image: equal in
-   every energy), which share it; the others are ranked after them, without an energy
-   (``rank_window=inf`` scores all). Then one within
+   ``data/druglike_xtb_frames`` the GFN2-xTB-lowest MMFF94 minimum is that close to the
+   MMFF94-lowest) and at least ``num_conformers``, once per energy twin (the same minimum, or
+   its mirror image; :func:`~molfold.conformers.ensemble.rescoring_candidates`); the others
+   follow, without an energy (``rank_window=inf`` scores all). Then one within
    ``dedup_rmsd`` Angstrom heavy-atom RMSD of a lower-energy one is dropped, and the first
    ``num_conformers`` are kept; the first SDF record of each molecule is its predicted ground
    state.
@@ -55,18 +54,17 @@ from molfold.conformers.ensemble import (
     enumerate_stereoisomers,
     fix_unspecified_stereo,
     rank_conformers,
+    rescoring_candidates,
 )
 from molfold.conformers.refine import Relaxation, energy_name, make_refiner, make_scorer
 from molfold.conformers.stereo import check_stereo, correct_stereo
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError, UnknownElementError
 from molfold.shipped import shipped_data
-from molfold.units import KCAL_PER_MOL_TO_EV
 
 DEFAULT_MODEL = "rebind_qm9.pt"
 STEREO_MODES = ("choose", "enumerate")
 SAMPLERS = ("model", "etkdg")
-TWIN_KCAL_MOL = 1e-3  # refined conformers this close in energy are one minimum (or its mirror)
 
 
 @dataclass
@@ -207,34 +205,6 @@ def _restart_from_etkdg(mol, conf_id: int, options: PredictOptions) -> list[str]
     for i, p in enumerate(probe.GetConformer().GetPositions().tolist()):
         conformer.SetAtomPosition(i, p)
     return correct_stereo(mol, conf_id)
-
-
-def rescoring_candidates(
-    conf_ids: list[int], relaxed: dict[int, Relaxation], window: float, at_least: int = 1
-) -> tuple[list[int], dict[int, int]]:
-    """The conformers a single-point ``rank`` energy is computed for (module docstring, step
-    4): of those whose refinement converged, one of each set of energy twins (within
-    :data:`TWIN_KCAL_MOL`: the same minimum, or its mirror image), the lowest ``at_least`` and
-    any others within ``window`` kcal/mol of the lowest refined energy; and every conformer
-    without a converged refinement energy. Returns them and ``{twin: the candidate whose
-    energy it shares}``."""
-    minima = {
-        c: relaxed[c].energy / KCAL_PER_MOL_TO_EV
-        for c in conf_ids
-        if c in relaxed and relaxed[c].converged and relaxed[c].energy is not None
-    }
-    candidates, twins = [c for c in conf_ids if c not in minima], {}
-    window_top = min(minima.values(), default=0.0) + window
-    previous, distinct = None, 0
-    for conf_id in sorted(minima, key=minima.get):
-        if minima[conf_id] > window_top and distinct >= at_least:
-            break
-        if previous is not None and minima[conf_id] - minima[previous] < TWIN_KCAL_MOL:
-            twins[conf_id] = previous
-        else:
-            candidates.append(conf_id)
-            previous, distinct = conf_id, distinct + 1
-    return candidates, twins
 
 
 def _finish(result: Prediction, options: PredictOptions, refiner, scorer) -> None:
