@@ -101,15 +101,27 @@ def test_package_outputs_transform_correctly_in_float64(package, transformation)
     assert_symmetry(compiled, structures()["cell"], transformation, seed=4)
 
 
-def test_blocks_of_centres_give_the_whole_graph_result(package):
+@pytest.mark.parametrize("edge_order", ["sorted", "shuffled"])
+def test_blocks_of_centres_give_the_whole_graph_result(package, edge_order):
     """Evaluated in blocks of whole centres (as large cells are), the package gives what one
-    call on every edge gives, float64."""
+    call on every edge gives, float64: as slices for edges sorted by centre (as the neighbour
+    list gives them), through a sort for edges in any order."""
     compiled = load_package(package)
     atoms = random_structure([1, 6, 8], 4.0, seed=5) * (2, 1, 1)
     graph = atoms_to_graph(atoms, compiled.r_max)
+    centre = graph.edge_index[1]
+    assert (centre[1:] >= centre[:-1]).all(), "the neighbour list sorts edges by centre"
+    if edge_order == "shuffled":
+        order = torch.randperm(centre.shape[0], generator=torch.Generator().manual_seed(0))
+        graph.edge_index, graph.edge_cell_shift = (
+            graph.edge_index[:, order],
+            graph.edge_cell_shift[order],
+        )
     whole = compiled(graph, compute_stress=True)
     compiled.max_edges_per_call = 37
     blocks = centre_blocks(graph.edge_index[1], len(atoms), 37)
+    assert all(isinstance(b, slice) for b in blocks) == (edge_order == "sorted")
+    blocks = [torch.arange(graph.edge_index.shape[1])[b] for b in blocks]
     assert len(blocks) > 10 and max(len(b) for b in blocks) <= 37
     # every edge once, each centre in one block only
     assert sorted(torch.cat(blocks).tolist()) == list(range(graph.edge_index.shape[1]))

@@ -190,15 +190,20 @@ def warn_falling_back(what: str, instead: str, error: Exception, stacklevel: int
     )
 
 
-def centre_blocks(centre: torch.Tensor, num_atoms: int, max_edges: int) -> list[torch.Tensor]:
-    """Edge indices [E] in blocks that each hold every edge of their centres and at most
+def centre_blocks(
+    centre: torch.Tensor, num_atoms: int, max_edges: int
+) -> list[slice] | list[torch.Tensor]:
+    """The edges [E] in blocks that each hold every edge of their centres and at most
     ``max_edges`` edges (a centre with more is a block of its own; a block of one edge joins the
-    one before, since the compiled core wants at least two)."""
-    order = torch.argsort(centre, stable=True)
+    one before, since the compiled core wants at least two). Slices where the edges are sorted by
+    centre (as :func:`~molfold.data.neighbors.neighbor_list` gives them, also batched), else
+    index tensors into a stable sort by centre."""
+    in_order = bool((centre[1:] >= centre[:-1]).all())
+    order = None if in_order else torch.argsort(centre, stable=True)
     ends = torch.bincount(centre, minlength=num_atoms).cumsum(0).tolist()  # per centre, sorted
     bounds: list[list[int]] = []
     start = 0
-    while start < len(order):
+    while start < centre.shape[0]:
         stop = ends[bisect.bisect_right(ends, start + max_edges) - 1]
         if stop <= start:  # the next centre alone has more than max_edges edges
             stop = ends[bisect.bisect_right(ends, start)]
@@ -207,6 +212,8 @@ def centre_blocks(centre: torch.Tensor, num_atoms: int, max_edges: int) -> list[
         else:
             bounds.append([start, stop])
         start = stop
+    if order is None:
+        return [slice(first, last) for first, last in bounds]
     return [order[first:last] for first, last in bounds]
 
 

@@ -150,9 +150,12 @@ def forces_and_stress(
     out = {G.FORCES: forces.index_add_(0, neighbour, gradient, alpha=-1.0)}
     if compute_stress:
         vectors = data[G.EDGE_VECTORS].detach()
-        per_edge = vectors.unsqueeze(2) * gradient.unsqueeze(1)  # [E, 3, 3]
-        graph_of_edge = data[G.BATCH][centre]
-        de_dstrain = per_edge.new_zeros(num_graphs, 3, 3).index_add_(0, graph_of_edge, per_edge)
+        if num_graphs == 1:  # one cell (MD): no [E, 3, 3] temporary
+            de_dstrain = (vectors.t() @ gradient).unsqueeze(0)
+        else:
+            per_edge = vectors.unsqueeze(2) * gradient.unsqueeze(1)  # [E, 3, 3]
+            graph_of_edge = data[G.BATCH][centre]
+            de_dstrain = per_edge.new_zeros(num_graphs, 3, 3).index_add_(0, graph_of_edge, per_edge)
         de_dstrain = 0.5 * (de_dstrain + de_dstrain.transpose(1, 2))
         volume = torch.linalg.det(data[G.CELL]).abs().detach()
         safe = torch.where(volume > 0, volume, torch.ones_like(volume))
