@@ -12,7 +12,7 @@ and double bonds, perceived from the reference geometry): what a fully specified
                    strongest cheap baseline
 ``rebind-raw``     the conformer model's canonical prediction as is, no stereo correction: the
                    papers' numbers are on this row (compare them with its C-RMSD min column)
-``predict``        ``molfold predict`` with its defaults (six ETKDG + MMFF conformers ranked
+``predict``        ``molfold predict`` with its defaults (eight ETKDG + MMFF conformers ranked
                    by MMFF94 + the shipped drug-like Delta potential, ``rank=auto``)
 ``predict:mmff-rank``  the same conformers ranked by their MMFF94 energies (``rank=mmff``): what
                    the potential's ranking adds

@@ -7,8 +7,9 @@ Runs ``molfold train model=allegro data=ase preset=allegro_druglike_xtb`` (the A
 model on ``data/druglike_xtb_frames``, made by ``scripts/make_druglike_xtb_frames.py``: GFN2-xTB
 energies and forces of ETKDG + MMFF94 conformers of 2,000 MOSES train-split molecules and of
 xTB relaxations from them; split by molecule), a Delta potential: its targets are GFN2-xTB minus
-MMFF94, energies centred per molecule (``scripts/add_mmff_labels.py``), so that MMFF94 + the
-potential approximates GFN2-xTB's energy differences between conformers
+MMFF94, energies centred per molecule (``scripts/add_mmff_labels.py``) and learnt relative
+to the mean of the molecule's frames in each batch (``task.energy_reference=group``), so that
+MMFF94 + the potential approximates GFN2-xTB's energy differences between conformers
 (:func:`molfold.conformers.refine.make_scorer` ``auto``), for at most ``--max-time`` (Lightning's
 ``max_time``, days:hours:minutes:seconds) or the preset's epochs. Run it again after a kill: it
 resumes from the last checkpoint of its run directory. Then the best (EMA) weights (validation

@@ -117,7 +117,7 @@ class PredictOptions:
     """How :func:`predict` works (module docstring); ``time_limit`` in seconds per molecule."""
 
     num_conformers: int = 1
-    num_samples: int = 6
+    num_samples: int = 8
     sampler: str = "etkdg"
     refine: str = "mmff"
     rank: str = "auto"

@@ -18,8 +18,9 @@ the atoms (single points), for ranking conformers that were not relaxed with it.
 difference of a reference method and MMFF94 (Delta learning: the force field keeps the
 long-range physics a strictly local model cannot see, the potential corrects it).
 ``make_scorer("auto")`` is that with the shipped drug-like Delta potential
-(:data:`DRUGLIKE_POTENTIAL`, Allegro trained on GFN2-xTB minus MMFF94 energies and forces of
-drug-like conformers, centred per molecule, ``scripts/train_druglike_potential.py``), so that
+(:data:`DRUGLIKE_POTENTIAL`, Allegro trained on GFN2-xTB minus MMFF94 forces and energies of
+drug-like conformers, the energies relative within each molecule,
+``scripts/train_druglike_potential.py``), so that
 energy differences between conformers approximate GFN2-xTB's (the absolute value is MMFF94's
 plus a correction, no GFN2-xTB total energy); it returns None for a molecule outside the
 potential's domain (an element it was not trained on, or a net charge: its training molecules

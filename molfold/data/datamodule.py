@@ -74,6 +74,11 @@ class DataConfig:
     """A graph field whose values are split rather than the structures (OC20: ``sid``, the
     system, so no system's frames train and test at once): :func:`molfold.data.splits
     .random_split`."""
+    batch_by: str | None = None
+    """A graph field whose values stay together in training batches: each value's structures
+    follow one another in the epoch's order (:class:`molfold.data.loaders
+    .EpochPermutationSampler`), for a loss relative within a group (a molecule's conformers:
+    ``task.energy_reference=group``)."""
     batch_size: int = 5
     val_batch_size: int = 50
     num_workers: int = 0
@@ -141,18 +146,17 @@ def untransformed(structures: Sequence[Data]) -> Sequence[Data]:
     return structures
 
 
-def group_labels(structures: Sequence[Data], field: str) -> np.ndarray:
+def group_labels(structures: Sequence[Data], field: str, key: str = "data.split_by") -> np.ndarray:
     """The value of the per-structure field ``field`` ([1]) of every structure, read without the
-    transforms of a lazy source; DataError naming a structure without it."""
+    transforms of a lazy source; DataError naming a structure without it (and ``key``, the
+    setting that asked for it)."""
     base = structures.base if isinstance(structures, LazyStructures) else structures
     indices = structures.indices if isinstance(structures, LazyStructures) else range(len(base))
     labels = []
     for index in tqdm(indices, desc=f"reading {field}", unit="structure", disable=None):
         data = base[int(index)]
         if field not in data or data[field].numel() != 1:
-            raise DataError(
-                f"structure {index} has no single {field!r} to split by (data.split_by)"
-            )
+            raise DataError(f"structure {index} has no single {field!r} field ({key}={field})")
         labels.append(int(data[field].reshape(-1)[0]))
     return np.asarray(labels)
 
@@ -359,8 +363,12 @@ class DataModule(L.LightningDataModule):
                 "(data.n_train / n_val / n_test) or use fewer devices"
             )
         size = self.config.batch_size if name == "train" else self.config.val_batch_size
+        structures = self.subset(name)
+        groups = None
+        if name == "train" and self.config.batch_by is not None:
+            groups = group_labels(structures, self.config.batch_by, "data.batch_by")
         return make_loader(
-            self.subset(name), name, size, self.config.num_workers, self.seed, self.trainer
+            structures, name, size, self.config.num_workers, self.seed, self.trainer, groups
         )
 
     def train_dataloader(self) -> DataLoader:

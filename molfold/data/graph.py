@@ -59,6 +59,7 @@ BOND_TYPE = "bond_type"  # [2B] 1 single, 2 double, 3 triple, 4 aromatic
 TAGS = "tags"  # [N] int64, OC20 atom role: 0 sub-surface, 1 surface, 2 adsorbate
 FIXED = "fixed"  # [N] bool, atom fixed in the DFT relaxation
 SID = "sid"  # [1] int64, OC20 system id (-1: absent)
+GROUP = "group"  # [1] int64, the group a structure belongs to (data.group_key: its molecule)
 FID = "fid"  # [1] int64, OC20 frame id within the system's relaxation (-1: absent)
 TARGET = "target"  # [1, T] (batched: [B, T]) graph-level targets; OC20 IS2RE: T = 1, eV
 ENERGY_INIT = "energy_init"  # [1] eV, OC20 IS2RE energy of the initial structure

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 from torch_geometric.data import Data
@@ -24,6 +25,11 @@ from torch_geometric.loader import DataLoader
 class EpochPermutationSampler(Sampler[int]):
     """Rank ``rank``'s share of a seeded permutation of ``size`` items, new each epoch.
 
+    With ``groups`` ([size], one label per item, ``data.batch_by``) the permutation keeps each
+    group's items together: the groups in a random order, each group's items in a random order
+    after one another, so that a batch holds several structures of one group (a loss on energies
+    relative within a molecule needs them; :class:`~molfold.tasks.potential.PotentialSettings`).
+
     The permutation depends only on ``seed`` and the epoch (set by Lightning through
     :meth:`set_epoch`), so a resumed run or a run on another number of processes sees the same
     global order. The last incomplete round is dropped only when ``size`` is not a multiple of
@@ -32,10 +38,20 @@ class EpochPermutationSampler(Sampler[int]):
     ``len`` is always the whole share.
     """
 
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        groups: np.ndarray | None = None,
+    ) -> None:
         self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
         self.epoch = 0
         self.start = 0
+        self.groups = None
+        if groups is not None:
+            _, self.groups = np.unique(np.asarray(groups), return_inverse=True)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -43,6 +59,10 @@ class EpochPermutationSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=generator)
+        if self.groups is not None:  # stable sort by the groups' random ranks keeps them together
+            rank_of_group = torch.randperm(int(self.groups.max()) + 1, generator=generator)
+            keys = rank_of_group[torch.from_numpy(self.groups)[order]]
+            order = order[torch.sort(keys, stable=True).indices]
         usable = self.size - self.size % self.world_size
         return iter(order[self.rank : usable : self.world_size][self.start :].tolist())
 
@@ -120,19 +140,21 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 0,
     trainer: L.Trainer | None = None,
+    groups: np.ndarray | None = None,
 ) -> DataLoader:
     """Batches of ``batch_size`` structures of one split (``train``, ``val`` or ``test``) for
     this process.
 
     Training batches follow :class:`EpochPermutationSampler` (``seed``) and resume mid-epoch
     (:class:`ResumableDataLoader`); validation and test batches follow :class:`ShardSampler`.
-    ``trainer`` (None outside Lightning) gives the rank and world size.
+    ``trainer`` (None outside Lightning) gives the rank and world size; ``groups`` (one label
+    per structure) keeps each group's training structures together (``data.batch_by``).
     """
     rank, world_size = 0, 1
     if trainer is not None:
         rank, world_size = trainer.global_rank, trainer.world_size
     if name == "train":
-        sampler = EpochPermutationSampler(len(structures), rank, world_size, seed)
+        sampler = EpochPermutationSampler(len(structures), rank, world_size, seed, groups)
         return ResumableDataLoader(structures, batch_size, sampler, num_workers=num_workers)
     sampler = ShardSampler(len(structures), rank, world_size)
     return DataLoader(structures, batch_size=batch_size, sampler=sampler, num_workers=num_workers)

@@ -8,6 +8,11 @@ Energies enter per atom, so the weights do not depend on system size (nequip/All
 ``PerAtomMSELoss``, weights 1:1 in their tutorials). Units: eV^2/atom^2, eV^2/A^2, eV^2/A^6.
 Metrics are reported in meV (energy per structure, as the MD17 literature), meV/atom and meV/A;
 ``loss`` is the same weighted sum over the whole split, so it does not depend on batching.
+With ``energy_reference: group`` the energy errors are taken relative to the mean over the
+structures of the same group (``group``: a molecule's conformers) in the batch, and a structure
+without another of its group in the batch does not enter the energy term: what is learnt is the
+energy differences between conformers, the quantity that ranks them, without the per-molecule
+offset a local model cannot see (the data keeps groups together: ``data.batch_by=group``).
 Where the data marks atoms as fixed (OC20's sub-surface slab layers), forces enter the loss and
 the metrics on free atoms only, as fairchem does (``forces_on: free``, the default).
 """
@@ -22,6 +27,7 @@ import torch
 
 from molfold.data import graph as G
 from molfold.data.statistics import fit_statistics
+from molfold.errors import ConfigError
 from molfold.tasks.base import StructureTask
 from molfold.tasks.metrics import mae_rmse
 from molfold.units import EV_TO_MEV
@@ -43,6 +49,9 @@ class PotentialSettings:
     """``mse``: the per-atom squared errors above (nequip/Allegro); ``mae``: w_E mean |E_pred - E|
     + w_F mean over atoms of |F_pred - F| (the L2 norm) + w_S mean |S_pred - S|, the L1 energy
     and L2MAE force loss of Equiformer on MD17 and of OCP."""
+    energy_reference: str = "absolute"
+    """``absolute``: each structure's energy; ``group``: energies relative within each group of
+    the batch (module docstring), metrics included."""
     forces_on: str = "free"
     """Atoms whose forces enter the loss and the metrics: ``free`` (fairchem's
     ``train_on_free_atoms`` and ``eval_on_free_atoms``: atoms not held fixed, where the data
@@ -54,6 +63,10 @@ class PotentialSettings:
             raise ValueError(f"loss weights must be >= 0 and not all zero, got {list(weights)}")
         if self.loss not in ("mse", "mae"):
             raise ValueError(f"loss must be mse or mae, got {self.loss!r}")
+        if self.energy_reference not in ("absolute", "group"):
+            raise ValueError(
+                f"energy_reference must be absolute or group, got {self.energy_reference!r}"
+            )
         if self.forces_on not in ("free", "all"):
             raise ValueError(f"forces_on must be free or all, got {self.forces_on!r}")
         if self.energy_shifts not in ("mean_per_atom", "least_squares"):
@@ -81,6 +94,19 @@ class PotentialSettings:
                 abs_sum, square_sum, count = sums[quantity]
                 total += weight * (square_sum if self.loss == "mse" else abs_sum) / count
         return total
+
+
+def relative_within_groups(
+    error: torch.Tensor, atoms: torch.Tensor, group: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energy errors [B] (eV) minus the mean error of their group in the batch (``group`` [B]),
+    for the structures whose group has another structure in the batch [B'], and their atom
+    counts [B']: the errors of the energies relative to the group's mean."""
+    _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(counts), dtype=error.dtype, device=error.device)
+    mean = sums.index_add(0, inverse, error) / counts.to(error)
+    paired = counts[inverse] > 1
+    return (error - mean[inverse])[paired], atoms[paired]
 
 
 class PotentialTask(StructureTask):
@@ -126,8 +152,16 @@ class PotentialTask(StructureTask):
         self.edge_gradient = CompiledEdgeGradient(self.model)
 
     def on_fit_start(self) -> None:
-        """Compile before the first step (outside Lightning's ``max_time``, as nequip compiles
-        before its training starts)."""
+        """Check that relative energies have their groups together in the batches; compile
+        before the first step (outside Lightning's ``max_time``, as nequip compiles before its
+        training starts)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        relative = self.settings.energy_reference == "group" and datamodule is not None
+        if relative and datamodule.config.batch_by != G.GROUP:
+            raise ConfigError(
+                "task.energy_reference=group compares conformers of one molecule within a "
+                "batch: set data.batch_by=group (and data.group_key) so that they share one"
+            )
         if self.edge_gradient is not None:
             if self.trainer.is_global_zero:
                 print("compiling the model for training (about a minute) ...", flush=True)
@@ -143,9 +177,12 @@ class PotentialTask(StructureTask):
         errors = {}
         if G.ENERGY in batch:
             energy = outputs[G.ENERGY]
-            errors["energy"] = energy - batch[G.ENERGY].reshape(-1).to(energy)
+            error = energy - batch[G.ENERGY].reshape(-1).to(energy)
             atoms = torch.bincount(batch[G.BATCH], minlength=batch.num_graphs).to(energy)
-            errors["energy_per_atom"] = errors["energy"] / atoms
+            if self.settings.energy_reference == "group":
+                error, atoms = relative_within_groups(error, atoms, batch[G.GROUP].reshape(-1))
+            errors["energy"] = error
+            errors["energy_per_atom"] = error / atoms
         if G.FORCES in batch and G.FORCES in outputs:
             free = self._force_mask(batch)
             forces = outputs[G.FORCES][free]
@@ -166,7 +203,7 @@ class PotentialTask(StructureTask):
         square = self.settings.loss == "mse"
         terms, total = {}, 0.0
         for name, (quantity, weight) in self.settings.terms().items():
-            if weight > 0 and quantity in errors:
+            if weight > 0 and quantity in errors and errors[quantity].numel():
                 error = errors[quantity]
                 terms[f"{name}_{self.settings.loss}"] = (error**2 if square else error.abs()).mean()
                 total = total + weight * terms[f"{name}_{self.settings.loss}"]
