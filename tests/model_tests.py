@@ -386,7 +386,7 @@ def permuted_graph(graph, order: torch.Tensor):
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))
     new = graph.clone()
-    for key in (G.Z, G.ATOM_FEATURES, G.POS):
+    for key in (G.Z, G.ATOM_FEATURES, G.POS, G.POS_START):
         if key in graph and graph[key] is not None:
             new[key] = graph[key][order]
     new[G.BOND_INDEX] = inverse[graph[G.BOND_INDEX]]
@@ -423,6 +423,8 @@ class ConformerModelTests(_ModelTests):
     * ``loss(model, outputs, batch)``: the training loss (default: the conformer task's).
     * ``equivariant_part(model, batch)``: a :class:`CoordinateMap` of a part the model claims
       E(3)-equivariant, or None.
+    * ``graph(smiles, target_seed)``: the model's input for ``smiles`` (default its 2D graph,
+      with an ETKDG conformer as the ``pos`` target when ``target_seed`` is given).
     """
 
     kind = "conformer"
@@ -438,6 +440,11 @@ class ConformerModelTests(_ModelTests):
 
     def equivariant_part(self, model, batch) -> CoordinateMap | None:
         return None
+
+    def graph(self, smiles: str, target_seed: int | None = None):
+        if target_seed is None:
+            return smiles_to_graph(smiles)[0]
+        return graph_with_positions(smiles, target_seed)
 
     def _predict(self, model, graphs) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -455,7 +462,7 @@ class ConformerModelTests(_ModelTests):
     def test_permutation_equivariance(self, model):
         """Permuting the atoms of a graph (and the order of the molecules in the batch) permutes
         the predicted coordinates."""
-        graph, other = smiles_to_graph(self.smiles)[0], smiles_to_graph(self.larger_smiles)[0]
+        graph, other = self.graph(self.smiles), self.graph(self.larger_smiles)
         n = graph.num_nodes
         order = torch.from_numpy(np.random.default_rng(2).permutation(n))
         out = self._predict(model, [graph, other])
@@ -469,7 +476,7 @@ class ConformerModelTests(_ModelTests):
     def test_prediction_is_independent_of_batch_padding(self, model):
         """A molecule alone, or batched before or after a larger one (so padded to its size),
         gets the same prediction; so does the larger one in either place."""
-        graph, larger = smiles_to_graph(self.smiles)[0], smiles_to_graph(self.larger_smiles)[0]
+        graph, larger = self.graph(self.smiles), self.graph(self.larger_smiles)
         n, m = graph.num_nodes, larger.num_nodes
         assert m > n
         alone, alone_larger = self._predict(model, [graph]), self._predict(model, [larger])
@@ -484,7 +491,7 @@ class ConformerModelTests(_ModelTests):
     def test_loss_is_invariant_to_moving_the_target(self, model, transformation):
         """Rotating, reflecting or translating each target conformer leaves the loss and the
         D-MAE / D-RMSE sums of the prediction as they are; stretching it does not."""
-        graphs = [graph_with_positions(s, seed=k) for k, s in enumerate(("CCO", "c1ccncc1"))]
+        graphs = [self.graph(s, target_seed=k) for k, s in enumerate(("CCO", "c1ccncc1"))]
         batch = Batch.from_data_list(graphs)
         with torch.no_grad():
             outputs = model(batch)
@@ -516,7 +523,7 @@ class ConformerModelTests(_ModelTests):
     def test_equivariant_part(self, model, reflect):
         """The part the model claims equivariant (``equivariant_part``), on the inputs it gets
         from a padded batch: moving its coordinates by x -> x R^T + t moves its output alike."""
-        graphs = [smiles_to_graph(s)[0] for s in (self.smiles, self.larger_smiles)]
+        graphs = [self.graph(s) for s in (self.smiles, self.larger_smiles)]
         part = self.equivariant_part(model, Batch.from_data_list(graphs))
         if part is None:
             pytest.skip("the model has no equivariant part")

@@ -9,13 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch_geometric.data import Batch
+from rdkit import Chem
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import to_dense_batch
 
 from molfold.conformers.metrics import distance_l1_loss
+from molfold.conformers.starts import EtkdgMmffStart, etkdg_mmff_coordinates
 from molfold.data import graph as G
 from molfold.data.laplacian import laplacian_eigenvectors
-from molfold.data.molgraph import smiles_to_graph
-from molfold.errors import UnknownElementError
+from molfold.data.molgraph import molecule_fields, smiles_to_graph
+from molfold.errors import DataError, UnknownElementError
 from molfold.models.rebind import ReBind
 from molfold.nn.graph_transformer import MultiRelationalAttention
 from molfold.nn.lennard_jones import (
@@ -242,9 +245,83 @@ class TestReBind(ConformerModelTests):
         """Where the Laplacian has a repeated eigenvalue (ethanol's methyl hydrogens), the
         prediction still does not depend on the batch: each Laplacian is diagonalised at its own
         size (molfold/models/rebind.py, laplacian_eigenvectors)."""
-        graph, larger = smiles_to_graph("CCO")[0], smiles_to_graph(self.larger_smiles)[0]
+        graph, larger = self.graph("CCO"), self.graph(self.larger_smiles)
         alone = self._predict(model, [graph])
         padded = self._predict(model, [graph, larger])
         n = graph.num_nodes
         for key in self.coordinate_outputs:
             self._assert_same(padded[key][:n], alone[key], key)
+
+
+class TestReBindRefiningEtkdg(ConformerModelTests):
+    """``start="etkdg"``: the equivariant decoder refines the batch's ETKDG + MMFF conformer, so
+    the whole model is E(3)-equivariant in that conformer (its output is centred, so the map
+    tested adds the input's centroid back)."""
+
+    smiles = ASYMMETRIC
+
+    @pytest.fixture(scope="class", ids=str)
+    @classmethod
+    def model_config(cls):
+        return ModelConfig("rebind", {**TINY, "decoder": "equivariant", "start": "etkdg"}, seed=1)
+
+    def graph(self, smiles: str, target_seed: int | None = None):
+        graph = super().graph(smiles, target_seed)
+        graph[G.POS_START] = etkdg_mmff_coordinates(smiles_to_graph(smiles)[1], seed=3)
+        return graph
+
+    def equivariant_part(self, model, batch):
+        start, mask = to_dense_batch(batch[G.POS_START], batch[G.BATCH])
+
+        def refine(x):
+            moved = batch.clone()
+            moved[G.POS_START] = x[mask]
+            out = to_dense_batch(model(moved)[G.POS], batch[G.BATCH])[0]
+            weights = mask[..., None].to(x)
+            return out + (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+
+        return CoordinateMap(refine, start, mask)
+
+    def test_output_starts_from_the_given_conformer(self, model):
+        """Moving the start conformer changes the prediction (the model reads it) and no
+        intermediate conformation is returned (nothing for the loss to average with)."""
+        graph = self.graph(self.smiles)
+        other = graph.clone()
+        noise = torch.randn(graph.num_nodes, 3, generator=torch.Generator().manual_seed(0))
+        other[G.POS_START] = graph[G.POS_START] + 0.3 * noise.to(graph[G.POS_START])
+        out, out_other = self._predict(model, [graph]), self._predict(model, [other])
+        assert G.POS_INTERMEDIATE not in out
+        assert (
+            torch.cdist(out[G.POS], out[G.POS]) - torch.cdist(out_other[G.POS], out_other[G.POS])
+        ).abs().max() > 1e-3
+
+
+def test_refining_model_needs_a_start_conformer_and_the_equivariant_decoder():
+    with pytest.raises(ValueError, match="decoder='equivariant'"):
+        ReBind(**TINY, start="etkdg")
+    model = ReBind(**TINY, decoder="equivariant", start="etkdg")
+    with pytest.raises(DataError, match="pos_start"):
+        model(Batch.from_data_list([smiles_to_graph("CCO")[0]]))
+
+
+def test_etkdg_mmff_start_is_an_mmff_minimum_with_the_smiles_stereo():
+    """The start conformer of the data transform: seeded (the same twice), an MMFF94 minimum
+    (gradient near zero, by RDKit's own force field) and with the SMILES's stereocentre."""
+    from rdkit.Chem import AllChem
+
+    smiles = "C[C@H](N)C(=O)O"
+    mol = smiles_to_graph(smiles)[1]
+    graph = Data(**molecule_fields(mol))  # as a data source stores a molecule
+    transformed = EtkdgMmffStart(seed=2)(graph.clone(), "L-alanine")
+    again = EtkdgMmffStart(seed=2)(graph.clone(), "L-alanine")
+    torch.testing.assert_close(transformed[G.POS_START], again[G.POS_START])
+    probe = Chem.Mol(mol)
+    probe.RemoveAllConformers()
+    conformer = Chem.Conformer(mol.GetNumAtoms())
+    for i, p in enumerate(transformed[G.POS_START].tolist()):
+        conformer.SetAtomPosition(i, p)
+    probe.AddConformer(conformer)
+    field = AllChem.MMFFGetMoleculeForceField(probe, AllChem.MMFFGetMoleculeProperties(probe))
+    assert max(abs(g) for g in field.CalcGrad()) < 0.05  # kcal/mol/A
+    Chem.AssignStereochemistryFrom3D(probe)
+    assert Chem.MolToSmiles(Chem.RemoveHs(probe)) == Chem.MolToSmiles(Chem.MolFromSmiles(smiles))

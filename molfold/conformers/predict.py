@@ -57,6 +57,7 @@ from molfold.conformers.ensemble import (
     rescoring_candidates,
 )
 from molfold.conformers.refine import Relaxation, energy_name, make_refiner, make_scorer
+from molfold.conformers.starts import embed_etkdg
 from molfold.conformers.stereo import check_stereo, correct_stereo
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError, UnknownElementError
@@ -177,21 +178,6 @@ def _stereoisomer_inputs(items: Iterable[MoleculeInput]) -> list[MoleculeInput]:
     return expanded
 
 
-def _embed_etkdg(mol, options: PredictOptions, count: int | None = None) -> bool:
-    """``count`` (default ``options.samples``) ETKDGv3 conformers added to ``mol``
-    (``randomSeed`` = seed + 1: with 0 RDKit seeds every conformer alike), within
-    ``time_limit`` seconds; False if none embedded."""
-    from rdkit import rdBase
-    from rdkit.Chem import AllChem
-
-    params = AllChem.ETKDGv3()
-    params.randomSeed = options.seed + 1
-    params.timeout = max(1, round(options.time_limit))
-    with rdBase.BlockLogs():
-        ids = AllChem.EmbedMultipleConfs(mol, count or options.samples, params)
-    return any(i >= 0 for i in ids)
-
-
 def _restart_from_etkdg(mol, conf_id: int, options: PredictOptions) -> list[str]:
     """Replace conformer ``conf_id`` by an ETKDG embedding, which honours the specified stereo,
     for a centre no local move can invert (a spiro or bridgehead atom); what is still wrong."""
@@ -199,7 +185,7 @@ def _restart_from_etkdg(mol, conf_id: int, options: PredictOptions) -> list[str]
 
     probe = Chem.Mol(mol)
     probe.RemoveAllConformers()
-    if not _embed_etkdg(probe, options, count=1):
+    if not embed_etkdg(probe, 1, options.seed, options.time_limit):
         return check_stereo(mol, conf_id).problems
     conformer = mol.GetConformer(conf_id)
     for i, p in enumerate(probe.GetConformer().GetPositions().tolist()):
@@ -339,7 +325,7 @@ def predict_molecules(
     if options.sampler == "etkdg":
         for_model = []
         for result, graph in tqdm(valid, desc="ETKDG", unit="mol", disable=not progress):
-            if not _embed_etkdg(result.mol, options):
+            if not embed_etkdg(result.mol, options.samples, options.seed, options.time_limit):
                 result.warnings.append(
                     f"ETKDG could not embed the molecule within {options.time_limit:g} s: "
                     "conformers from the model instead"

@@ -53,6 +53,9 @@ FORCES = "forces"  # [N, 3] eV/Angstrom
 STRESS = "stress"  # [1, 3, 3] (batched: [B, 3, 3]) eV/Angstrom^3
 ATOMIC_ENERGY = "atomic_energy"  # [N] eV, per-atom energies from a model
 POS_INTERMEDIATE = "pos_intermediate"  # [N, 3] Angstrom, a two-stage conformer model's first guess
+POS_START = (
+    "pos_start"  # [N, 3] Angstrom, the (ETKDG + MMFF) conformer a refining model starts from
+)
 ATOM_FEATURES = "atom_features"  # [N, 9] categorical atom features (molfold.data.molgraph)
 BOND_INDEX = "bond_index"  # [2, 2B] bonds of the 2D molecular graph, both directions
 BOND_TYPE = "bond_type"  # [2B] 1 single, 2 double, 3 triple, 4 aromatic

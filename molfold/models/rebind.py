@@ -18,7 +18,11 @@ to bottom, as the paper's Figure 2:
    adjacencies, starting from the encoder embeddings (plus the positional encoding again); a
    per-atom softmax gate mixes decoder and encoder embeddings before the coordinate head.
    ``decoder="equivariant"`` instead refines the intermediate conformation with e3nn irreps
-   message passing (:mod:`molfold.nn.equivariant_refiner`), not in the paper.
+   message passing (:mod:`molfold.nn.equivariant_refiner`), not in the paper; with
+   ``start="etkdg"`` it refines an ETKDGv3 + MMFF94 conformer (``pos_start``,
+   :mod:`molfold.conformers.starts`) instead of the encoder's, the WGFormer recipe (Wang et al.,
+   ICML 2025): the encoder then only embeds the graph, and the output keeps the start's
+   handedness, so every stereo element ETKDG got right stays right.
 5. **Loss** (Sec. 3.4): L1 on all interatomic distances, averaged over the intermediate and final
    stages (:func:`molfold.conformers.metrics.distance_l1_loss`): invariant to rotating or
    translating the target.
@@ -45,9 +49,11 @@ import torch
 from torch import nn
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
+from molfold.data.graph import POS_START
 from molfold.data.laplacian import LAP_VECTORS, laplacian_eigenvectors, padded_eigenvectors
 from molfold.data.molgraph import ATOM_FEATURE_SIZES
 from molfold.data.transforms import LaplacianEigenvectors
+from molfold.errors import DataError
 from molfold.models.registry import register
 from molfold.nn.equivariant_refiner import EquivariantRefiner
 from molfold.nn.graph_transformer import TransformerBlock
@@ -114,6 +120,8 @@ class ReBind(nn.Module):
         as the released code does (``decoder="paper"`` only; see the module docstring)
     dropout : attention, feed-forward and residual dropout (the paper uses 0)
     equivariant : keyword arguments of :class:`EquivariantRefiner` (``decoder="equivariant"``)
+    start : ``"model"`` (the encoder's intermediate conformation, the paper) or ``"etkdg"`` (the
+        batch's ``pos_start``, an ETKDGv3 + MMFF94 conformer; needs ``decoder="equivariant"``)
     """
 
     def __init__(
@@ -130,6 +138,7 @@ class ReBind(nn.Module):
         gate_with_encoding: bool = False,
         dropout: float = 0.0,
         equivariant: dict | None = None,
+        start: str = "model",
     ) -> None:
         super().__init__()
         if decoder not in ("paper", "equivariant"):
@@ -139,7 +148,14 @@ class ReBind(nn.Module):
                 f"equivariant={equivariant} sets the equivariant decoder, but decoder={decoder!r}:"
                 " set decoder=equivariant too, or drop equivariant"
             )
+        if start not in ("model", "etkdg"):
+            raise ValueError(f"start must be 'model' or 'etkdg', got {start!r}")
+        if start == "etkdg" and decoder != "equivariant":
+            raise ValueError(
+                "start='etkdg' refines a given conformer: it needs decoder='equivariant'"
+            )
         self.decoder_kind = decoder
+        self.start = start
         self.rewiring = rewiring
         if top_k is not None and top_k < 0:
             raise ValueError(f"top_k must be None or >= 0, got {top_k}")
@@ -153,7 +169,8 @@ class ReBind(nn.Module):
             TransformerBlock(d_model, num_heads, d_ffn, 1, dropout)
             for _ in range(num_encoder_layers)
         )
-        self.intermediate_head = CoordinateHead(d_model)
+        if start == "model":
+            self.intermediate_head = CoordinateHead(d_model)
         if decoder == "paper":
             self.decoder = nn.ModuleList(
                 TransformerBlock(d_model, num_heads, d_ffn, 3, dropout)
@@ -206,7 +223,9 @@ class ReBind(nn.Module):
         ``bond_type`` [2B] and ``batch`` [N] (see :mod:`molfold.data.molgraph`). With a
         ``generator``, the Laplacian eigenvector signs are drawn from it (CPU generator), which
         gives different conformers of one graph; without, they are canonical (eval mode).
-        Returns ``pos`` [N, 3] and ``pos_intermediate`` [N, 3] in Angstrom, centred on each
+        With ``start="etkdg"`` the batch also holds ``pos_start`` [N, 3] (Angstrom).
+        Returns ``pos`` [N, 3] and (``start="model"``) ``pos_intermediate`` [N, 3] in Angstrom,
+        centred on each
         molecule's centroid, and the rewired adjacencies' sizes ``num_attractive`` /
         ``num_repulsive`` [B].
         """
@@ -217,7 +236,7 @@ class ReBind(nn.Module):
         bond_type = to_dense_adj(batch.bond_index, index, batch.bond_type, max_num_nodes=n)
         bond_type = bond_type.long()
         bonded = bond_type > 0
-        dtype = self.intermediate_head.mlp[0].weight.dtype
+        dtype = self.embedding.tables[0].weight.dtype
 
         h = self.embedding(features)
         d = h.shape[-1]
@@ -227,7 +246,15 @@ class ReBind(nn.Module):
         for block in self.encoder:
             h = block(h, mask, adjacency)
         encoded = h
-        x0 = self.intermediate_head(encoded)
+        if self.start == "model":
+            x0 = self.intermediate_head(encoded)
+        elif POS_START in batch:
+            x0 = _centred(to_dense_batch(batch[POS_START].to(dtype), index)[0], mask)
+        else:
+            raise DataError(
+                f"this ReBind model refines a given conformer (start=etkdg) but the batch has no "
+                f"{POS_START!r}: attach one with molfold.conformers.starts.EtkdgMmffStart"
+            )
 
         if self.rewiring:
             distance = torch.cdist(x0.detach(), x0.detach())
@@ -245,12 +272,14 @@ class ReBind(nn.Module):
         else:
             x = self.refiner(x0, encoded, mask, bond_type, attraction, repulsion)
 
-        return {
+        outputs = {
             "pos": _centred(x, mask)[mask],
-            INTERMEDIATE_POS: _centred(x0, mask)[mask],
             "num_attractive": (attraction != 0).sum((1, 2)),
             "num_repulsive": (repulsion != 0).sum((1, 2)),
         }
+        if self.start == "model":
+            outputs[INTERMEDIATE_POS] = _centred(x0, mask)[mask]
+        return outputs
 
 
 def _with_encoding(h: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,9 @@ paper's ``metric_for_best_model=mae``) and D-RMSE from exact sums; the test adds
 (:func:`molfold.conformers.metrics.c_rmsd_pair`): of the raw prediction (``c_rmsd``), after
 molfold's stereocentre-matching mirror correction (``c_rmsd_stereo``), and as the papers'
 evaluation computes it, the better of the prediction and its mirror image (``c_rmsd_mirror``).
-All in Angstrom.
+A model that refines an ETKDG + MMFF conformer (``start="etkdg"``) is also tested against that
+conformer, its baseline on the same molecules (``d_mae_start``, ``d_rmse_start``,
+``c_rmsd_start``). All in Angstrom.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from molfold.conformers.chirality import (
     signed_volume_loss,
 )
 from molfold.conformers.metrics import c_rmsd_pair, distance_errors, distance_l1_loss
+from molfold.conformers.starts import EtkdgMmffStart
 from molfold.data import graph as G
 from molfold.data.molgraph import MOLECULE_FIELDS
 from molfold.data.transforms import MolecularGraph
@@ -56,7 +59,11 @@ class ConformerTask(Task):
     settings_class = ConformerSettings
     required_fields = MOLECULE_FIELDS
     items = "molecules"
-    units = {"d_mae": "A", "d_rmse": "A", "c_rmsd": "A", "c_rmsd_stereo": "A", "c_rmsd_mirror": "A"}
+    units = {
+        name: "A"
+        for name in ("d_mae", "d_rmse", "c_rmsd", "c_rmsd_stereo", "c_rmsd_mirror")
+        + ("d_mae_start", "d_rmse_start", "c_rmsd_start")
+    }
     curves = (
         ("train/loss_epoch", "train/loss"),
         ("val/loss", "val/d_rmse"),
@@ -65,6 +72,10 @@ class ConformerTask(Task):
 
     @classmethod
     def transforms(cls, model_hparams: dict[str, Any]) -> list:
+        """The 2D graph, and for a model that refines an ETKDG + MMFF conformer
+        (``start="etkdg"``) that conformer, made once per molecule with the data."""
+        if model_hparams.get("start") == "etkdg":
+            return [MolecularGraph(), EtkdgMmffStart()]
         return [MolecularGraph()]
 
     @classmethod
@@ -96,21 +107,34 @@ class ConformerTask(Task):
         self.errors.add_sums(
             "distance", distance_errors(outputs[G.POS], batch[G.POS], batch[G.BATCH])
         )
-        if stage != "test" or not self.settings.c_rmsd:
+        if stage != "test":
+            return
+        if G.POS_START in batch:  # the ETKDG + MMFF conformer a refining model starts from
+            start = batch[G.POS_START].to(batch[G.POS])
+            self.errors.add_sums(
+                "distance_start", distance_errors(start, batch[G.POS], batch[G.BATCH])
+            )
+        if not self.settings.c_rmsd:
             return
         predicted = outputs[G.POS].detach().cpu().double()
         batch = batch.cpu()
         per_molecule: dict[str, list[float]] = {}
         for m, graph in enumerate(batch.to_data_list()):
-            for name, value in c_rmsd_pair(graph, predicted[batch[G.BATCH] == m]).items():
+            atoms = batch[G.BATCH] == m
+            for name, value in c_rmsd_pair(graph, predicted[atoms]).items():
                 per_molecule.setdefault(name, []).append(value)
+            if G.POS_START in batch:
+                value = c_rmsd_pair(graph, batch[G.POS_START][atoms].double())["c_rmsd"]
+                per_molecule.setdefault("c_rmsd_start", []).append(value)
         for name, values in per_molecule.items():
             self.errors.add(name, torch.tensor(values, dtype=torch.float64))
 
     def metrics(self, sums: dict[str, tuple[float, float, float]]) -> dict[str, float]:
         d_mae, d_rmse = mae_rmse(sums["distance"])
         metrics = {"d_mae": d_mae, "d_rmse": d_rmse}
-        for name in sorted(set(sums) - {"distance"}):
+        if "distance_start" in sums:
+            metrics["d_mae_start"], metrics["d_rmse_start"] = mae_rmse(sums["distance_start"])
+        for name in sorted(set(sums) - {"distance", "distance_start"}):
             metrics[name] = mae_rmse(sums[name])[0]  # C-RMSD values are >= 0: their mean
         metrics["loss"] = d_mae
         return metrics
