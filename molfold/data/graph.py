@@ -56,6 +56,7 @@ POS_INTERMEDIATE = "pos_intermediate"  # [N, 3] Angstrom, a two-stage conformer 
 POS_START = (
     "pos_start"  # [N, 3] Angstrom, the (ETKDG + MMFF) conformer a refining model starts from
 )
+START_METHOD = "start_method"  # [1] int64, how pos_start was made (conformers.starts.START_METHODS)
 ATOM_FEATURES = "atom_features"  # [N, 9] categorical atom features (molfold.data.molgraph)
 BOND_INDEX = "bond_index"  # [2, 2B] bonds of the 2D molecular graph, both directions
 BOND_TYPE = "bond_type"  # [2B] 1 single, 2 double, 3 triple, 4 aromatic

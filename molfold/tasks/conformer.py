@@ -10,7 +10,8 @@ molfold's stereocentre-matching mirror correction (``c_rmsd_stereo``), and as th
 evaluation computes it, the better of the prediction and its mirror image (``c_rmsd_mirror``).
 A model that refines an ETKDG + MMFF conformer (``start="etkdg"``) is also tested against that
 conformer, its baseline on the same molecules (``d_mae_start``, ``d_rmse_start``,
-``c_rmsd_start``). All in Angstrom.
+``c_rmsd_start``), and reports the fraction of molecules whose start needed one of ETKDG's
+fallbacks (``start_fallback``, :mod:`molfold.conformers.starts`). Lengths in Angstrom.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class ConformerTask(Task):
         name: "A"
         for name in ("d_mae", "d_rmse", "c_rmsd", "c_rmsd_stereo", "c_rmsd_mirror")
         + ("d_mae_start", "d_rmse_start", "c_rmsd_start")
-    }
+    } | {"start_fallback": "fraction"}
     curves = (
         ("train/loss_epoch", "train/loss"),
         ("val/loss", "val/d_rmse"),
@@ -114,6 +115,7 @@ class ConformerTask(Task):
             self.errors.add_sums(
                 "distance_start", distance_errors(start, batch[G.POS], batch[G.BATCH])
             )
+            self.errors.add("start_fallback", (batch[G.START_METHOD] > 0).double())
         if not self.settings.c_rmsd:
             return
         predicted = outputs[G.POS].detach().cpu().double()
