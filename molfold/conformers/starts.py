@@ -35,7 +35,14 @@ from molfold.conformers.stereo import correct_stereo
 from molfold.data.graph import POS_START, START_METHOD
 from molfold.data.molgraph import mol_from_fields
 
-START_METHODS = ("etkdg", "etkdg_random_coords", "etkdg_free_stereo", "layout_2d")
+ETKDG_ATTEMPTS = {
+    "etkdg": {},
+    "etkdg_random_coords": {"random_coords": True},
+    "etkdg_free_stereo": {"random_coords": True, "enforce_chirality": False},
+}
+"""The ETKDGv3 options (of :func:`embed_etkdg`) of each attempt, in the order tried."""
+
+START_METHODS = (*ETKDG_ATTEMPTS, "layout_2d")
 """How a start conformer was made, in the order tried (``start_method`` indexes it)."""
 
 OUT_OF_PLANE = 0.3
@@ -89,17 +96,18 @@ def etkdg_mmff_start(mol, seed: int, time_limit: float = 30.0) -> tuple[torch.Te
 
     probe = Chem.Mol(mol)
     probe.RemoveAllConformers()
-    attempts = ({}, {"random_coords": True}, {"random_coords": True, "enforce_chirality": False})
-    embedded = (m for m, kw in enumerate(attempts) if embed_etkdg(probe, 1, seed, time_limit, **kw))
-    method = next(embedded, len(attempts))
-    if method == len(attempts):
+    attempts = ETKDG_ATTEMPTS.items()
+    embedded = (name for name, kw in attempts if embed_etkdg(probe, 1, seed, time_limit, **kw))
+    method = next(embedded, "layout_2d")
+    if method == "layout_2d":
         _layout_2d(probe, seed)
     conf_id = probe.GetConformer().GetId()
     relax_mmff(probe, conf_id)
-    if START_METHODS[method] in ("etkdg_free_stereo", "layout_2d"):
+    options = ETKDG_ATTEMPTS.get(method)  # None: the 2D layout, whose stereo is arbitrary too
+    if options is None or not options.get("enforce_chirality", True):
         correct_stereo(probe, conf_id)
         relax_mmff(probe, conf_id)  # a corrected centre's bonds are strained: relax them again
-    return torch.from_numpy(probe.GetConformer().GetPositions()), method
+    return torch.from_numpy(probe.GetConformer().GetPositions()), START_METHODS.index(method)
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ class ConformerTask(Task):
             self.errors.add_sums(
                 "distance_start", distance_errors(start, batch[G.POS], batch[G.BATCH])
             )
+        if G.START_METHOD in batch:  # absent where the caller supplied its own start
             self.errors.add("start_fallback", (batch[G.START_METHOD] > 0).double())
         if not self.settings.c_rmsd:
             return
