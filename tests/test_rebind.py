@@ -265,6 +265,16 @@ class TestReBindRefiningEtkdg(ConformerModelTests):
     def model_config(cls):
         return ModelConfig("rebind", {**TINY, "decoder": "equivariant", "start": "etkdg"}, seed=1)
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model(cls, model_config):
+        """A refiner that moves its start: the displacement map, zero when built, drawn at random
+        (a zero map would make every equivariance test hold trivially)."""
+        model = model_config.build("float64")
+        with torch.no_grad():
+            model.refiner.displacement.weight.normal_(generator=torch.Generator().manual_seed(2))
+        return model
+
     def graph(self, smiles: str, target_seed: int | None = None):
         graph = super().graph(smiles, target_seed)
         graph[G.POS_START] = etkdg_mmff_start(smiles_to_graph(smiles)[1], seed=3)[0]
@@ -294,6 +304,18 @@ class TestReBindRefiningEtkdg(ConformerModelTests):
         assert (
             torch.cdist(out[G.POS], out[G.POS]) - torch.cdist(out_other[G.POS], out_other[G.POS])
         ).abs().max() > 1e-3
+
+
+def test_an_untrained_refiner_returns_its_start_conformer():
+    """Built, the refiner's displacement is zero: its prediction is the ETKDG + MMFF start (up to
+    a translation), so training begins from the baseline."""
+    graph = smiles_to_graph(ASYMMETRIC)[0]
+    graph[G.POS_START] = etkdg_mmff_start(smiles_to_graph(ASYMMETRIC)[1], seed=3)[0].float()
+    model = ReBind(**TINY, decoder="equivariant", start="etkdg").eval()
+    with torch.no_grad():
+        pos = model(Batch.from_data_list([graph]))[G.POS]
+    start = graph[G.POS_START]
+    torch.testing.assert_close(pos - pos.mean(0), start - start.mean(0), atol=1e-5, rtol=0)
 
 
 def test_refining_model_needs_a_start_conformer_and_the_equivariant_decoder():

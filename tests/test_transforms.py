@@ -13,12 +13,16 @@ from rdkit.Chem import AllChem
 from torch_geometric.data import Batch, Data
 
 import molfold.data.sources as sources
+from molfold.conformers.starts import EtkdgMmffStart
+from molfold.data import graph as G
 from molfold.data.datamodule import load_structures, parse_data_config
 from molfold.data.molgraph import mol_from_fields, mol_to_graph, molecule_fields, smiles_to_graph
 from molfold.data.neighbors import build_graph
 from molfold.data.sources.geom import load_geom
 from molfold.data.structure_cache import cache_file
+from molfold.data.transform_pool import transform_structures
 from molfold.data.transforms import LaplacianEigenvectors, MolecularGraph, RadiusGraph
+from molfold.errors import DataError
 from molfold.models.registry import build_model
 
 from .conftest import DATA
@@ -149,3 +153,46 @@ def test_eigenvectors_of_a_molecule_do_not_depend_on_its_batch():
     for k, single in enumerate(alone):
         n = single.shape[0]
         assert torch.equal(together[k, :n, :n], single), k
+
+
+@dataclasses.dataclass(frozen=True)
+class RefuseCarbonFree:
+    """A costly (``cache_version``) transform that refuses a structure without carbon."""
+
+    cache_version: int = 1
+
+    def __call__(self, data: Data, where: str = "structure") -> Data:
+        if not (data.z == 6).any():
+            raise DataError(f"{where}: no carbon")
+        return data
+
+
+def test_costly_transforms_in_worker_processes_give_what_one_process_gives():
+    """The ETKDG + MMFF start of every shipped GEOM conformer, made by two worker processes,
+    equals the one made here structure by structure, in the same order; a worker's molfold error
+    comes back naming its structure."""
+    structures = load_structures(GEOM)
+    transforms = [MolecularGraph(), EtkdgMmffStart()]
+    expected = []
+    for data in structures[:12]:
+        for transform in transforms:
+            data = transform(data.clone())
+        expected.append(data)
+    made = transform_structures(
+        [d.clone() for d in structures[:12]], transforms, "geom", processes=2, parallel_min=1
+    )
+    assert len(made) == len(expected)
+    for got, want in zip(made, expected, strict=True):
+        assert G.POS_START in got and sorted(got.keys()) == sorted(want.keys())
+        for key, value in want:  # a Data iterates over (key, value) pairs
+            same = torch.equal if torch.is_tensor(value) else (lambda a, b: a == b)
+            assert same(got[key], value), key
+    water = Data(z=torch.tensor([8, 1, 1]), pos=torch.zeros(3, 3))
+    with pytest.raises(DataError, match="geom structure 2: no carbon"):
+        transform_structures(
+            [structures[0], structures[1], water, structures[2]],
+            [RefuseCarbonFree()],
+            "geom",
+            processes=2,
+            parallel_min=1,
+        )

@@ -48,6 +48,7 @@ from molfold.data.splits import (
 )
 from molfold.data.statistics import PROGRESS_MIN_STRUCTURES
 from molfold.data.structure_cache import cache_file, read_structures, write_structures
+from molfold.data.transform_pool import transform_structures
 from molfold.errors import ConfigError, DataError, MissingFileError
 from molfold.io import atomic_write
 
@@ -193,12 +194,9 @@ def load_structures(
         raise DataError(f"{name} holds no structures")
     if not isinstance(structures, list):
         return LazyStructures(structures, transforms, name)
-    for transform in transforms:
-        label = type(transform).__name__
-        quiet = len(structures) < PROGRESS_MIN_STRUCTURES
-        for k, data in enumerate(tqdm(structures, desc=label, unit="structure", disable=quiet)):
-            index = f"frame {int(data.frame)}" if "frame" in data else f"structure {k}"
-            structures[k] = transform(data, f"{name} {index}")
+    if transforms:
+        progress = len(structures) >= PROGRESS_MIN_STRUCTURES
+        structures = transform_structures(structures, transforms, name, progress=progress)
     if cache is not None:
         write_structures(structures, cache)
     return structures

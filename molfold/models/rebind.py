@@ -22,7 +22,8 @@ to bottom, as the paper's Figure 2:
    ``start="etkdg"`` it refines an ETKDGv3 + MMFF94 conformer (``pos_start``,
    :mod:`molfold.conformers.starts`) instead of the encoder's, the WGFormer recipe (Wang et al.,
    ICML 2025): the encoder then only embeds the graph, and the output keeps the start's
-   handedness, so every stereo element ETKDG got right stays right.
+   handedness, so every stereo element ETKDG got right stays right. The refiner's displacement
+   map starts at zero, so an untrained refiner returns its start and training only moves it.
 5. **Loss** (Sec. 3.4): L1 on all interatomic distances, averaged over the intermediate and final
    stages (:func:`molfold.conformers.metrics.distance_l1_loss`): invariant to rotating or
    translating the target.
@@ -197,6 +198,8 @@ class ReBind(nn.Module):
                 nn.init.xavier_normal_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if self.start == "etkdg":  # begin at the given conformer (not in ReBind)
+            nn.init.zeros_(self.refiner.displacement.weight)
 
     @staticmethod
     def data_transforms(hparams: dict) -> list:
