@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 
 import torch
@@ -82,26 +83,30 @@ def transform_structures(
     costly = any(getattr(t, "cache_version", None) is not None for t in transforms)
     processes = default_processes() if processes is None else processes
     desc = "+".join(type(t).__name__ for t in transforms)
+    bar = tqdm(total=len(structures), desc=desc, unit="structure", disable=not progress)
     if not costly or processes < 2 or len(structures) < max(parallel_min, 2):
-        bar = tqdm(structures, desc=desc, unit="structure", disable=not progress)
-        return _apply(transforms, list(bar), name, 0)
+        with bar:
+            done = []
+            for k, data in enumerate(structures):
+                done.extend(_apply(transforms, [data], name, k))
+                bar.update()
+        return done
     payload = pickle.dumps(transforms)
     size = min(CHUNK_SIZE, math.ceil(len(structures) / (4 * processes)))
-    starts = range(0, len(structures), size)
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        futures = [
-            pool.submit(
-                _apply_chunk,
-                payload,
-                pickle.dumps([_compact(d) for d in structures[s : s + size]]),
-                name,
-                s,
-            )
-            for s in starts
-        ]
-        done = []
-        with tqdm(total=len(structures), desc=desc, unit="structure", disable=not progress) as bar:
-            for future in futures:
-                done.extend(pickle.loads(future.result()))  # made by _apply_chunk above
-                bar.update(len(done) - bar.n)
+    in_flight: deque[Future] = deque()
+    done = []
+
+    def collect() -> None:
+        chunk = pickle.loads(in_flight.popleft().result())  # made by _apply_chunk above
+        done.extend(chunk)
+        bar.update(len(chunk))
+
+    with bar, ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        for first in range(0, len(structures), size):  # a few chunks ahead of the workers
+            chunk = pickle.dumps([_compact(d) for d in structures[first : first + size]])
+            in_flight.append(pool.submit(_apply_chunk, payload, chunk, name, first))
+            if len(in_flight) > 2 * processes:
+                collect()
+        while in_flight:
+            collect()
     return done
