@@ -225,3 +225,32 @@ def test_xtb_and_potential_refinement(tiny_ckpt, tiny_potential_ckpt):
         predict_conformers("CCO", ckpt=tiny_ckpt, sampler="model", refine=str(path))
     with pytest.raises(ConfigError, match="conformer model"):
         predict_conformers("CCO", ckpt=tiny_ckpt, refine=str(tiny_ckpt))
+
+
+def test_a_refining_checkpoint_predicts_from_etkdg_mmff_starts(tmp_path):
+    """A ``start="etkdg"`` model refines one ETKDG + MMFF conformer per sample (seed + k); built,
+    its refiner returns its start, so each prediction is that start, up to a rigid motion."""
+    from rdkit.Chem import rdMolAlign
+
+    from molfold import predict_conformers
+    from molfold.conformers.predict import PredictOptions
+    from molfold.conformers.starts import etkdg_mmff_start
+
+    torch.manual_seed(0)
+    hparams = {**TINY, "decoder": "equivariant", "start": "etkdg"}
+    network = build_model("rebind", hparams, {"data": "test", "elements": [1, 6, 7, 8]})
+    save_model(network, tmp_path / "refiner.ckpt")
+    smiles = "C[C@@H](N)C(=O)Nc1ccc(O)cc1"
+    options = dict(num_conformers=2, num_samples=2, refine="none", rank="none", dedup_rmsd=0)
+    mol = predict_conformers(smiles, ckpt=tmp_path / "refiner.ckpt", sampler="model", **options)
+    assert mol.GetNumConformers() == 2 and _same_graph(mol, smiles)
+    seed = PredictOptions().seed
+    for k, conformer in enumerate(mol.GetConformers()):
+        start = Chem.Mol(mol, confId=conformer.GetId())
+        expected, _ = etkdg_mmff_start(smiles_to_graph(smiles)[1], seed + k)
+        for i, xyz in enumerate(expected.tolist()):
+            start.GetConformer().SetAtomPosition(i, xyz)
+        rmsd = rdMolAlign.AlignMol(Chem.Mol(mol, confId=conformer.GetId()), start)
+        assert rmsd < 1e-3, (k, rmsd)
+    first, second = (Chem.Mol(mol, confId=c.GetId()) for c in mol.GetConformers())
+    assert rdMolAlign.AlignMol(first, second) > 0.05  # two seeds, two starts

@@ -8,6 +8,9 @@
    cannot embed within ``time_limit``; or the model (``model``), the first with its canonical
    Laplacian encoding, the others with random eigenvector signs (the symmetry ReBind is trained
    to ignore), which is where their diversity comes from.
+   A model that refines ETKDG (``start="etkdg"``) makes every sample, whatever ``sampler``:
+   sample k refines the ETKDG + MMFF94 conformer of seed ``seed + k``
+   (:func:`molfold.conformers.starts.etkdg_mmff_start`, which never fails).
 2. Stereo: every stereocentre and double bond the SMILES specifies is made right in each
    prediction (:func:`molfold.conformers.stereo.correct_stereo`: the mirror image where it
    matches more centres, as the model is trained on distances, which do not tell enantiomers
@@ -57,8 +60,9 @@ from molfold.conformers.ensemble import (
     rescoring_candidates,
 )
 from molfold.conformers.refine import Relaxation, energy_name, make_refiner, make_scorer
-from molfold.conformers.starts import embed_etkdg
+from molfold.conformers.starts import embed_etkdg, etkdg_mmff_start
 from molfold.conformers.stereo import check_stereo, correct_stereo
+from molfold.data.graph import POS_START
 from molfold.data.molgraph import InvalidMoleculeError, smiles_to_graph
 from molfold.errors import ConfigError, DataError, UnknownElementError
 from molfold.shipped import shipped_data
@@ -311,7 +315,7 @@ def predict_molecules(
         scorer = make_scorer("auto")
     else:
         scorer = None if rank in ("none", options.refine) else make_scorer(rank)
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     valid = molecules
     known = set(model.model_info["statistics"].get("elements", []))
     for result, graph in valid:
@@ -322,7 +326,8 @@ def predict_molecules(
                 "structure"
             )
     for_model = valid
-    if options.sampler == "etkdg":
+    refines_etkdg = getattr(model, "start", "model") == "etkdg"
+    if options.sampler == "etkdg" and not refines_etkdg:
         for_model = []
         for result, graph in tqdm(valid, desc="ETKDG", unit="mol", disable=not progress):
             if not embed_etkdg(result.mol, options.samples, options.seed, options.time_limit):
@@ -337,6 +342,11 @@ def predict_molecules(
     for chunk in _batches(for_model, options.batch_size):
         batch = Batch.from_data_list([graph for _, graph in chunk]).to(device)
         for k in range(options.samples):
+            if refines_etkdg:  # sample k refines the ETKDG + MMFF conformer of seed + k
+                for result, graph in chunk:
+                    start = etkdg_mmff_start(result.mol, options.seed + k, options.time_limit)
+                    graph[POS_START] = start[0].to(dtype)
+                batch = Batch.from_data_list([graph for _, graph in chunk]).to(device)
             with torch.no_grad():
                 out = model(batch, generator=generator if k > 0 else None)
             pos = out["pos"].double().cpu()
